@@ -1,0 +1,7 @@
+"""``python -m processor``: the command line (see :mod:`processor.cli`)."""
+
+import sys
+
+from processor.cli import main
+
+sys.exit(main())

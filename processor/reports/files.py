@@ -1,0 +1,295 @@
+"""Report files: reading and validating one condenser report or client log, and writing one (reports spec §2, §5)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from processor.errors import BadAddress, UnusableReport
+from processor.reports.records import RECORD_SIZE, Observations, decode_records, encode_records
+
+#: Largest report file accepted, in bytes (a real report is about 4.5 KB).
+MAX_REPORT_BYTES = 1 << 20
+
+#: A report file that is unusable and younger than this, in seconds, may still be being written by the condenser.
+YOUNG_FILE_S = 60.0
+
+#: The 12 required keys and the JSON type each must have (``int`` excludes ``bool``).
+REQUIRED_KEYS: dict[str, type] = {
+    "from": str,
+    "to": str,
+    "type": str,
+    "initialTimestamp": int,
+    "receptionTimestamp": int,
+    "sentTimestamp": int,
+    "finalTimestamp": int,
+    "publicKey": str,
+    "message": str,
+    "signature": str,
+    "userId": int,
+    "installationId": int,
+}
+
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One usable report file: its client address and its observation records in file order."""
+
+    path: Path
+    ip: str  #: client address parsed from ``from`` (change D5)
+    user_id: int  #: as written in the file; the directory names are authoritative
+    installation_id: int
+    observations: Observations  #: wire-dtype records in file order, duplicates and 'L' records included
+    mtime_s: float  #: modification time (Unix seconds, from lstat)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def count(self) -> int:
+        """n(R): records in the file, all types, duplicates included."""
+        return int(self.observations.size)
+
+    @property
+    def first_ts(self) -> int:
+        """ts of the first record in file order, in Unix seconds."""
+        return int(self.observations["ts"][0])
+
+    @property
+    def last_ts(self) -> int:
+        """ts of the last record in file order, in Unix seconds."""
+        return int(self.observations["ts"][-1])
+
+    @property
+    def span_s(self) -> int:
+        """last_ts - first_ts, in seconds."""
+        return self.last_ts - self.first_ts
+
+
+def _parse_port(text: str, original: str) -> None:
+    if not _PORT.match(text) or int(text) > 65535:
+        raise BadAddress(f"bad port in {original!r}")
+
+
+def _ip_text(text: str) -> str | None:
+    """Canonical text of an IP address (zone dropped, IPv4-mapped IPv6 as IPv4), or None if not an IP."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0] if ":" in text else text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def parse_address(text: str) -> str:
+    """
+    Return the client address of a report's ``from`` field (reports spec §2.2, change D5).
+
+    Accepts ``a.b.c.d[:port]``, ``[ipv6][:port]``, a bare IPv6 address and ``host.name[:port]``; IPs come
+    back in canonical text (IPv6 compressed lower case), host names lower-cased without a trailing dot.
+    Raises :class:`BadAddress` for anything else.
+    """
+    if not isinstance(text, str) or not text:
+        raise BadAddress("empty address")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise BadAddress(f"unbalanced bracket in {text!r}")
+        rest = text[close + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise BadAddress(f"text after bracket in {text!r}")
+            _parse_port(rest[1:], text)
+        ip = _ip_text(text[1:close])
+        if ip is None or ":" not in text[1:close]:
+            raise BadAddress(f"not an IPv6 address in brackets: {text!r}")
+        return ip
+    if text.count(":") > 1:
+        ip = _ip_text(text)
+        if ip is None:
+            raise BadAddress(f"not an address: {text!r}")
+        return ip
+    host, sep, port = text.partition(":")
+    if sep:
+        _parse_port(port, text)
+    ip = _ip_text(host)
+    if ip is not None:
+        return ip
+    name = host.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise BadAddress(f"not a host name: {text!r}")
+    if labels[-1].isdigit():
+        # A dotted all-numeric name that is not a valid IPv4 address (e.g. 300.1.2.3) is no host name either.
+        raise BadAddress(f"not an address: {text!r}")
+    return name
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"not strict JSON: {token}")
+
+
+def parse_report(data: bytes, path: Path, mtime_s: float) -> Report:
+    """Validate the bytes of a report file (reports spec §2.1, checks 5-10 of §5.1) and return the report."""
+
+    def unusable(reason: Any, detail: str = "") -> UnusableReport:
+        return UnusableReport(path, reason, detail, mtime_s)
+
+    try:
+        if data.startswith(b"\xef\xbb\xbf"):
+            raise ValueError("byte-order mark")
+        document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise unusable("not_json", str(exc)[:200]) from None
+    if not isinstance(document, dict):
+        raise unusable("not_json", "not a JSON object")
+    for key, kind in REQUIRED_KEYS.items():
+        value = document.get(key)
+        if type(value) is not kind:
+            raise unusable("schema", f"{key} missing or not a JSON {kind.__name__}")
+    if document["type"] != "LONG":
+        raise unusable("schema", "type is not LONG")
+    try:
+        ip = parse_address(document["from"])
+    except BadAddress as exc:
+        raise unusable("bad_address", str(exc)) from None
+    try:
+        message = base64.b64decode(document["message"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise unusable("bad_base64", str(exc)) from None
+    if len(message) % RECORD_SIZE:
+        raise unusable("bad_record_length", f"{len(message)} bytes")
+    if not message:
+        raise unusable("no_records")
+    return Report(
+        path=path,
+        ip=ip,
+        user_id=document["userId"],
+        installation_id=document["installationId"],
+        observations=decode_records(message),
+        mtime_s=mtime_s,
+    )
+
+
+def read_report(path: Path) -> Report:
+    """
+    Read and validate one report or client-log file, never following a symbolic link.
+
+    Raises :class:`UnusableReport` with the reason code of reports spec §5.1 (its ``mtime_s`` tells the caller
+    whether the file is young), ``FileNotFoundError`` when the file vanished, and ``OSError`` on an I/O error.
+    """
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnusableReport(path, "symlink", mtime_s=info.st_mtime)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnusableReport(path, "not_regular_file", mtime_s=info.st_mtime)
+    if info.st_size > MAX_REPORT_BYTES:
+        raise UnusableReport(path, "too_large", f"{info.st_size} bytes", info.st_mtime)
+    if info.st_size == 0:
+        raise UnusableReport(path, "empty", mtime_s=info.st_mtime)
+    # O_NOFOLLOW: the entry may have been swapped for a link since lstat.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_REPORT_BYTES + 1)
+    if len(data) > MAX_REPORT_BYTES:
+        raise UnusableReport(path, "too_large", "grew while read", info.st_mtime)
+    if not data:
+        raise UnusableReport(path, "empty", mtime_s=info.st_mtime)
+    return parse_report(data, path, info.st_mtime)
+
+
+def is_young(error: UnusableReport, now_s: float) -> bool:
+    """True when an unusable file was modified less than 60 s before ``now_s``: leave it for a later run."""
+    return error.mtime_s is not None and now_s - error.mtime_s < YOUNG_FILE_S
+
+
+def report_candidates(directory: Path) -> list[str]:
+    """
+    Names of the report candidates of an installation directory, in name order (reports spec §1.2).
+
+    Entries directly in ``directory`` whose name ends in ``.json`` and does not start with ``.`` (change S2),
+    sorted as plain strings.
+    """
+    return sorted(name for name in os.listdir(directory) if name.endswith(".json") and not name.startswith("."))
+
+
+def iter_reports(directory: Path) -> Iterator[Report | UnusableReport]:
+    """Read every candidate of ``directory`` in name order; unusable ones come back as the error, vanished ones are skipped."""
+    for name in report_candidates(directory):
+        try:
+            yield read_report(directory / name)
+        except UnusableReport as error:
+            yield error
+        except FileNotFoundError:
+            continue
+
+
+def _filler_base64(rng: np.random.Generator, size: int) -> str:
+    return base64.b64encode(rng.bytes(size)).decode("ascii")
+
+
+def report_json(
+    observations: Observations,
+    *,
+    from_address: str,
+    user_id: int,
+    installation_id: int,
+    to_address: str = "[0:0:0:0:0:0:0:0%0]:4500",
+    initial_timestamp_ns: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> bytes:
+    """
+    The bytes of a report file holding ``observations``: the condenser's 12 keys in its order, no newline.
+
+    ``publicKey`` and ``signature`` carry random bytes of the real lengths (294 and 256): the processor never
+    verifies them. ``initialTimestamp`` defaults to the t1 of the last record.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    records = np.asarray(observations)
+    if initial_timestamp_ns is None:
+        initial_timestamp_ns = int(records["t1"][-1]) if records.size else 0
+    document = {
+        "from": from_address,
+        "to": to_address,
+        "type": "LONG",
+        "initialTimestamp": int(initial_timestamp_ns),
+        "receptionTimestamp": 0,
+        "sentTimestamp": 0,
+        "finalTimestamp": 0,
+        "publicKey": _filler_base64(rng, 294),
+        "message": base64.b64encode(encode_records(records)).decode("ascii"),
+        "signature": _filler_base64(rng, 256),
+        "userId": int(user_id),
+        "installationId": int(installation_id),
+    }
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def report_name(observations: Observations) -> str:
+    """The condenser's name for a report: ``tix-report-<ts of the first record>.json``."""
+    return f"tix-report-{int(np.asarray(observations)['ts'][0])}.json"
+
+
+def write_report(directory: Path, observations: Observations, **fields: Any) -> Path:
+    """Write a report file named as the condenser names it into ``directory``; return its path (see :func:`report_json`)."""
+    path = directory / report_name(observations)
+    path.write_bytes(report_json(observations, **fields))
+    return path

@@ -1,0 +1,89 @@
+"""The 45-byte observation record and the window's observation array (reports spec §3, windows spec §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Size of one observation record on the wire, in bytes (struct format ``>qciqqqq``).
+RECORD_SIZE = 45
+
+#: The record exactly as it is on the wire: big-endian, no padding.
+WIRE_DTYPE = np.dtype(
+    [("ts", ">i8"), ("type", "u1"), ("size", ">i4"), ("t1", ">i8"), ("t2", ">i8"), ("t3", ">i8"), ("t4", ">i8")]
+)
+
+#: The same fields in native byte order: what the analysis works on.
+#: ``ts`` is Unix seconds; ``t1``..``t4`` are nanoseconds since the local midnight of the clock that took them.
+OBSERVATION_DTYPE = np.dtype(
+    [("ts", "i8"), ("type", "u1"), ("size", "i4"), ("t1", "i8"), ("t2", "i8"), ("t3", "i8"), ("t4", "i8")]
+)
+
+#: Type byte of a reply to a short probe, the only records the analysis uses.
+SHORT = ord("S")
+#: Type byte of a reply to a long probe (kept, never analysed).
+LONG = ord("L")
+
+Observations = NDArray[np.void]
+
+assert WIRE_DTYPE.itemsize == RECORD_SIZE
+
+
+def decode_records(message: bytes) -> Observations:
+    """View the decoded ``message`` bytes as wire records, without copying (length must be a multiple of 45)."""
+    return np.frombuffer(message, dtype=WIRE_DTYPE)
+
+
+def encode_records(observations: Observations) -> bytes:
+    """Return the wire bytes of ``observations`` (any array with the observation fields)."""
+    return np.asarray(observations).astype(WIRE_DTYPE).tobytes()
+
+
+def window_observations(parts: Sequence[Observations]) -> Observations:
+    """
+    Merge the records of a window's reports into the window's observations.
+
+    Identical records (all seven fields equal) count once, and the result is sorted by
+    (ts, t1, t2, t3, t4, type, size), with type compared as an unsigned byte and size as a signed
+    32-bit integer: the chronological order of change D1 (the original iterated a set in hash order).
+    """
+    if not parts:
+        return np.empty(0, dtype=OBSERVATION_DTYPE)
+    merged = np.concatenate(parts).astype(OBSERVATION_DTYPE)
+    order = np.lexsort(
+        (merged["size"], merged["type"], merged["t4"], merged["t3"], merged["t2"], merged["t1"], merged["ts"])
+    )
+    merged = merged[order]
+    if merged.size > 1:
+        differs = np.ones(merged.size, dtype=bool)
+        same = np.ones(merged.size - 1, dtype=bool)
+        for field in OBSERVATION_DTYPE.names:
+            column = merged[field]
+            same &= column[1:] == column[:-1]
+        differs[1:] = ~same
+        merged = merged[differs]
+    return merged
+
+
+def observations(
+    ts: Sequence[int] | NDArray[np.int64],
+    t1: Sequence[int] | NDArray[np.int64],
+    t2: Sequence[int] | NDArray[np.int64],
+    t3: Sequence[int] | NDArray[np.int64],
+    t4: Sequence[int] | NDArray[np.int64],
+    *,
+    type_byte: int = SHORT,
+    size: int = 32,
+) -> Observations:
+    """Build an observation array from columns (tests, the generator and the legacy text-log reader use it)."""
+    result = np.empty(len(ts), dtype=OBSERVATION_DTYPE)
+    result["ts"] = ts
+    result["type"] = type_byte
+    result["size"] = size
+    result["t1"] = t1
+    result["t2"] = t2
+    result["t3"] = t3
+    result["t4"] = t4
+    return result
