@@ -232,7 +232,7 @@ def report_candidates(directory: Path) -> list[str]:
 
 
 def iter_reports(directory: Path) -> Iterator[Report | UnusableReport]:
-    """Read every candidate of ``directory`` in name order; unusable ones come back as the error, vanished ones are skipped."""
+    """Read every candidate in name order; an unusable one comes back as its error, a vanished one is skipped."""
     for name in report_candidates(directory):
         try:
             yield read_report(directory / name)
@@ -289,7 +289,7 @@ def report_name(observations: Observations) -> str:
 
 
 def write_report(directory: Path, observations: Observations, **fields: Any) -> Path:
-    """Write a report file named as the condenser names it into ``directory``; return its path (see :func:`report_json`)."""
+    """Write a report file named as the condenser names it into ``directory``; return its path."""
     path = directory / report_name(observations)
     path.write_bytes(report_json(observations, **fields))
     return path
