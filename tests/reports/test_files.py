@@ -1,0 +1,229 @@
+"""Tests of processor.reports.files: reading, validating and writing report files (reports spec §2, §5)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from processor.errors import BadAddress, UnusableReport
+from processor.reports.files import (
+    MAX_REPORT_BYTES,
+    is_young,
+    parse_address,
+    read_report,
+    report_candidates,
+    report_json,
+    write_report,
+)
+from processor.reports.records import observations
+
+
+def _records(count: int = 60, start_ts: int = 1_700_000_000):
+    seconds = np.arange(count)
+    t1 = 40_000_000_000_000 + seconds * 1_000_000_000
+    return observations(start_ts + seconds, t1, t1 + 5_000_000, t1 + 5_100_000, t1 + 30_000_000)
+
+
+def _document(**changes):
+    document = json.loads(report_json(_records(3), from_address="203.0.113.45:4501", user_id=7, installation_id=12))
+    document.update(changes)
+    return document
+
+
+def _write(tmp_path: Path, content: bytes | str, name: str = "tix-report-1700000000.json") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def _reason(path: Path) -> str:
+    with pytest.raises(UnusableReport) as caught:
+        read_report(path)
+    return caught.value.reason
+
+
+class TestReadReport:
+    def test_written_report_reads_back_with_its_address_and_records(self, tmp_path):
+        records = _records(60)
+        path = write_report(tmp_path, records, from_address="203.0.113.45:4501", user_id=7, installation_id=12)
+
+        report = read_report(path)
+
+        assert "tix-report-1700000000.json" == path.name
+        assert "203.0.113.45" == report.ip
+        assert (7, 12) == (report.user_id, report.installation_id)
+        assert 60 == report.count
+        assert (1_700_000_000, 1_700_000_059, 59) == (report.first_ts, report.last_ts, report.span_s)
+        assert records["t4"].tolist() == report.observations["t4"].tolist()
+
+    def test_written_file_has_the_condenser_key_order_and_no_newline(self, tmp_path):
+        path = write_report(tmp_path, _records(2), from_address="1.2.3.4:4501", user_id=1, installation_id=2)
+
+        text = path.read_text()
+
+        assert not text.endswith("\n")
+        assert [
+            "from", "to", "type", "initialTimestamp", "receptionTimestamp", "sentTimestamp", "finalTimestamp",
+            "publicKey", "message", "signature", "userId", "installationId",
+        ] == list(json.loads(text))  # fmt: skip
+
+    def test_real_sample_report_is_read(self, shared_data):
+        report = read_report(shared_data / "samples" / "test-tix-report.json")
+
+        assert "181.167.39.126" == report.ip
+        assert 59 == report.count
+        assert {ord("S")} == set(report.observations["type"].tolist())
+
+    def test_extra_keys_are_ignored(self, tmp_path):
+        """S11: the original crashed on keys beyond the 12 required ones."""
+        path = _write(tmp_path, json.dumps(_document(extra={"a": 1})))
+
+        assert 3 == read_report(path).count
+
+    def test_duplicated_key_keeps_its_last_value(self, tmp_path):
+        text = json.dumps(_document(type="SHORT"))[:-1] + ', "type": "LONG"}'
+
+        assert 3 == read_report(_write(tmp_path, text)).count
+
+
+class TestUnusableReasons:
+    """Every row of reports spec §5.1 gives its reason code."""
+
+    def test_symlink(self, tmp_path):
+        target = write_report(tmp_path, _records(3), from_address="1.2.3.4:1", user_id=1, installation_id=1)
+        link = tmp_path / "link.json"
+        link.symlink_to(target)
+
+        assert "symlink" == _reason(link)
+
+    def test_directory(self, tmp_path):
+        (tmp_path / "dir.json").mkdir()
+
+        assert "not_regular_file" == _reason(tmp_path / "dir.json")
+
+    def test_fifo(self, tmp_path):
+        os.mkfifo(tmp_path / "pipe.json")
+
+        assert "not_regular_file" == _reason(tmp_path / "pipe.json")
+
+    def test_too_large(self, tmp_path):
+        assert "too_large" == _reason(_write(tmp_path, b" " * (MAX_REPORT_BYTES + 1)))
+
+    def test_empty(self, tmp_path):
+        assert "empty" == _reason(_write(tmp_path, b""))
+
+    @pytest.mark.parametrize(
+        "content",
+        [
+            b"{not json",
+            b'{"a": NaN}',
+            b"[1, 2]",
+            b"\xef\xbb\xbf{}",
+            b"\xff\xfe{}",
+            b'{"from": "1.2.3.4"} trailing',
+        ],
+        ids=["syntax", "nan", "array", "bom", "not-utf8", "trailing-garbage"],
+    )
+    def test_not_json(self, tmp_path, content):
+        assert "not_json" == _reason(_write(tmp_path, content))
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"message": None},
+            {"userId": "7"},
+            {"userId": 7.0},
+            {"installationId": True},
+            {"initialTimestamp": 1e3},
+            {"type": "SHORT"},
+            {"to": 4500},
+        ],
+        ids=["null-message", "string-id", "float-id", "bool-id", "exponent", "type-not-long", "to-not-string"],
+    )
+    def test_schema(self, tmp_path, changes):
+        assert "schema" == _reason(_write(tmp_path, json.dumps(_document(**changes))))
+
+    def test_missing_key_is_schema(self, tmp_path):
+        document = _document()
+        del document["signature"]
+
+        assert "schema" == _reason(_write(tmp_path, json.dumps(document)))
+
+    @pytest.mark.parametrize("address", ["", "[2001:db8::1", "1.2.3.4:99999", "1.2.3.4:port", "bad_host:1", "a..b"])
+    def test_bad_address(self, tmp_path, address):
+        assert "bad_address" == _reason(_write(tmp_path, json.dumps(_document(**{"from": address}))))
+
+    @pytest.mark.parametrize("message", ["AAAA AAAA", "AA=A", "$$$$", "AAA", "ñAAA"])
+    def test_bad_base64(self, tmp_path, message):
+        assert "bad_base64" == _reason(_write(tmp_path, json.dumps(_document(message=message))))
+
+    def test_bad_record_length(self, tmp_path):
+        message = base64.b64encode(b"\0" * 44).decode()
+
+        assert "bad_record_length" == _reason(_write(tmp_path, json.dumps(_document(message=message))))
+
+    def test_no_records(self, tmp_path):
+        assert "no_records" == _reason(_write(tmp_path, json.dumps(_document(message=""))))
+
+    def test_unusable_file_carries_its_mtime_for_the_young_rule(self, tmp_path):
+        path = _write(tmp_path, b"")
+        os.utime(path, (time.time() - 61, time.time() - 61))
+        with pytest.raises(UnusableReport) as caught:
+            read_report(path)
+
+        assert not is_young(caught.value, time.time())
+        assert is_young(caught.value, caught.value.mtime_s + 59.9)
+
+    def test_vanished_file_raises_file_not_found(self, tmp_path):
+        with pytest.raises(FileNotFoundError):
+            read_report(tmp_path / "gone.json")
+
+
+class TestParseAddress:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("203.0.113.45:4501", "203.0.113.45"),
+            ("203.0.113.45", "203.0.113.45"),
+            ("[2001:DB8:0:0:0:0:0:1]:4501", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("Client.Example.net:4501", "client.example.net"),
+            ("client.example.net.", "client.example.net"),
+            ("[::ffff:192.0.2.7]:4501", "192.0.2.7"),
+            ("[fe80::1%eth0]:4501", "fe80::1"),
+            ("[0:0:0:0:0:0:0:0%0]:4500", "::"),
+            ("localhost:0", "localhost"),
+        ],
+    )
+    def test_accepted_forms(self, text, expected):
+        """reports spec §2.2, change D5."""
+        assert expected == parse_address(text)
+
+    @pytest.mark.parametrize(
+        "text", ["", "[", "[1.2.3.4]:1", "[2001:db8::1]x", "1.2.3.4:", "1.2.3.4:65536", "-bad.example", "a" * 64]
+    )
+    def test_rejected_forms(self, text):
+        with pytest.raises(BadAddress):
+            parse_address(text)
+
+    def test_ipv4_with_port_equals_the_original_text_before_the_colon(self):
+        """D5 keeps the original's IP rule for IPv4: windows and payloads do not change there."""
+        rng = np.random.default_rng(5)
+        texts = [".".join(str(b) for b in rng.integers(0, 256, 4)) + f":{rng.integers(0, 65536)}" for _ in range(200)]
+
+        assert [text.partition(":")[0] for text in texts] == [parse_address(text) for text in texts]
+
+
+def test_candidates_are_json_names_in_name_order_without_dot_files(tmp_path):
+    for name in ["tix-report-2.json", "tix-report-1.json", ".tix-processor-state", ".hidden.json", "notes.txt"]:
+        (tmp_path / name).write_text("x")
+    (tmp_path / "failed-results").mkdir()
+
+    assert ["tix-report-1.json", "tix-report-2.json"] == report_candidates(tmp_path)
