@@ -1,0 +1,531 @@
+"""The service configuration: every environment variable of service.md §1, read once into a frozen object."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import math
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import quote
+
+from processor.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ProcessorType = Literal["STANDALONE", "BEAT", "WORKER"]
+IpToAsBackend = Literal["none", "mysql", "pfx2as"]
+
+PROCESSOR_TYPES: tuple[ProcessorType, ...] = ("STANDALONE", "BEAT", "WORKER")
+IPTOAS_BACKENDS: tuple[IpToAsBackend, ...] = ("none", "mysql", "pfx2as")
+
+#: Accepted log levels, with the aliases of service.md §1 mapped to their standard names.
+LOG_LEVELS = {
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARNING": "WARNING",
+    "WARN": "WARNING",
+    "ERROR": "ERROR",
+    "CRITICAL": "CRITICAL",
+    "FATAL": "CRITICAL",
+}
+
+#: Values of TIX_API_SSL that look like "off" but still mean HTTPS (S12 warns about them).
+FALSE_LOOKING = frozenset({"false", "0", "no", "off"})
+
+#: Name of the beat schedule file inside CELERY_BEAT_SCHEDULE_DIR [Original].
+BEAT_SCHEDULE_FILE = "celerybeat-scheduler"
+
+EXIT_OK = 0  #: The configuration is valid (warnings may have been printed).
+EXIT_USAGE = 2  #: At least one configuration error; nothing was started (D14).
+
+#: Printed once per worker start when the API credentials are missing (D11).
+MISSING_CREDENTIALS_WARNING = "TIX_API_USER or TIX_API_PASSWORD is not set: results are kept in failed-results"
+
+
+class EnvReader:
+    """Reads typed values from an environment mapping, collecting one problem per bad variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        """The variable's value, or None when it is unset."""
+        return self.env.get(name)
+
+    def text(self, name: str, *, default: str, non_empty: bool = False) -> str:
+        """A string; unset gives ``default``, an empty value is kept unless ``non_empty``."""
+        value = self.env.get(name)
+        if value is None:
+            return default
+        if non_empty and not value.strip():
+            self.problems.append(f"{name}: must not be empty")
+            return default
+        return value
+
+    def integer(self, name: str, *, default: int | None, low: int | None = None, high: int | None = None) -> int | None:
+        """An integer in [low, high]; unset or empty gives ``default``."""
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return default
+        try:
+            number = int(value.strip(), 10)
+        except ValueError:
+            self.problems.append(f"{name}: not an integer: {value!r}")
+            return default
+        if (low is not None and number < low) or (high is not None and number > high):
+            self.problems.append(f"{name}: must be {_range_text(low, high)}, got {number}")
+            return default
+        return number
+
+    def number(self, name: str, *, default: float, high: float) -> float:
+        """A finite number in (0, high]; unset or empty gives ``default``."""
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return default
+        try:
+            number = float(value.strip())
+        except ValueError:
+            self.problems.append(f"{name}: not a number: {value!r}")
+            return default
+        if not math.isfinite(number) or number <= 0 or number > high:
+            self.problems.append(f"{name}: must be a number > 0 and <= {high:g}, got {value.strip()}")
+            return default
+        return number
+
+    def choice(self, name: str, *, default: str, choices: Sequence[str], upper: bool) -> str:
+        """One of ``choices``, compared case-insensitively; unset or empty gives ``default``."""
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return default
+        normal = value.strip().upper() if upper else value.strip().lower()
+        if normal not in choices:
+            self.problems.append(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return normal
+
+
+def _range_text(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"an integer between {low} and {high}"
+    if low is not None:
+        return f"an integer >= {low}"
+    return f"an integer <= {high}"
+
+
+def _api_host(read: EnvReader) -> str:
+    """TIX_API_HOST without scheme, path or port; an IPv6 literal may come with or without brackets."""
+    name = "TIX_API_HOST"
+    value = read.text(name, default="localhost", non_empty=True).strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            what = "a scheme" if "://" in value else "a port"
+            read.problems.append(f"{name}: must be a host name or address without {what}, got {value!r}")
+            return "localhost"
+        return value
+    for bad, what in (("/", "a path"), ("@", "user information"), ("?", "a query"), ("#", "a fragment")):
+        if bad in value:
+            read.problems.append(f"{name}: must be a host name or address without {what}, got {value!r}")
+            return "localhost"
+    if any(c.isspace() for c in value):
+        read.problems.append(f"{name}: must not contain white space, got {value!r}")
+        return "localhost"
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """
+    Every setting of service.md §1, validated.
+
+    Durations carry their unit as a suffix; secrets are excluded from ``repr`` and never logged.
+    """
+
+    processor_type: ProcessorType
+    reports_base_path: Path
+    processing_period_min: int
+    rabbitmq_user: str
+    rabbitmq_password: str = field(repr=False)
+    rabbitmq_host: str
+    rabbitmq_port: int
+    api_ssl: bool
+    api_host: str
+    api_port: int | None
+    api_user: str | None
+    api_password: str | None = field(repr=False)
+    api_timeout_s: float
+    lock_lease_s: int
+    task_budget_s: int
+    worker_concurrency: int | None
+    iptoas_backend: IpToAsBackend
+    iptoas_db_host: str
+    iptoas_db_port: int
+    iptoas_db_user: str
+    iptoas_db_password: str = field(repr=False)
+    iptoas_db_name: str
+    iptoas_timeout_s: float
+    iptoas_pfx2as_file: Path | None
+    iptoas_asnames_file: Path | None
+    iptoas_cache_ttl_s: int
+    iptoas_cache_size: int
+    beat_schedule_dir: Path
+    log_level: str
+    #: Configuration warnings, each "<VARIABLE>: <text>", to be logged at WARNING once at start.
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        """
+        Read and validate every variable of service.md §1 from ``env``.
+
+        Only the checks that need no file system are done here; :func:`check_environment` adds the
+        mode-dependent directory and file checks.
+
+        Raises
+        ------
+        ConfigError
+            With one problem per bad variable, each reading ``"<VARIABLE>: <problem>"``; all are collected.
+        """
+        read = EnvReader(env)
+
+        raw_type = read.raw("PROCESSOR_TYPE")
+        processor_type: ProcessorType = "STANDALONE"
+        if raw_type is not None and raw_type.strip():
+            if raw_type.strip().upper() in PROCESSOR_TYPES:  # S12: case-insensitive
+                processor_type = cast(ProcessorType, raw_type.strip().upper())
+            else:
+                read.problems.append(
+                    f"PROCESSOR_TYPE: unknown processor type {raw_type!r} (expected STANDALONE, BEAT or WORKER)"
+                )
+
+        reports_base = read.raw("TIX_REPORTS_BASE_PATH")
+        period = cast(int, read.integer("TIX_PROCESSING_PERIOD", default=10, low=1, high=60))
+        if 60 % period:
+            read.warnings.append(
+                f"TIX_PROCESSING_PERIOD: {period} does not divide 60: the last interval of each hour is shorter"
+            )
+
+        ssl_raw = read.raw("TIX_API_SSL")
+        api_ssl = bool(ssl_raw)  # D7: unset or empty means HTTP, anything else HTTPS
+        if ssl_raw and ssl_raw.strip().lower() in FALSE_LOOKING:
+            read.warnings.append(f"TIX_API_SSL: {ssl_raw!r} still means HTTPS: any non-empty value enables HTTPS")
+
+        backend = cast(
+            IpToAsBackend, read.choice("TIX_IPTOAS_BACKEND", default="none", choices=IPTOAS_BACKENDS, upper=False)
+        )
+        pfx2as_raw = read.raw("TIX_IPTOAS_PFX2AS_FILE")
+        pfx2as_file = Path(pfx2as_raw) if pfx2as_raw else None
+        if backend == "pfx2as" and pfx2as_file is None:
+            read.problems.append("TIX_IPTOAS_PFX2AS_FILE: required when TIX_IPTOAS_BACKEND is pfx2as")
+        asnames_raw = read.raw("TIX_IPTOAS_ASNAMES_FILE")
+
+        db_host = read.raw("TIX_IPTOAS_DB_HOST")
+        if db_host is None:
+            db_host = "mysql"
+        elif backend == "mysql" and not db_host.strip():
+            read.problems.append("TIX_IPTOAS_DB_HOST: must not be empty when TIX_IPTOAS_BACKEND is mysql")
+
+        level_raw = read.raw("CELERY_LOG_LEVEL")
+        log_level = "INFO"
+        if level_raw is not None and level_raw.strip():
+            if level_raw.strip().upper() in LOG_LEVELS:
+                log_level = LOG_LEVELS[level_raw.strip().upper()]
+            else:
+                read.problems.append(
+                    f"CELERY_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {level_raw!r}"
+                )
+
+        api_user = read.raw("TIX_API_USER") or None
+        api_password = read.raw("TIX_API_PASSWORD") or None
+        config = cls(
+            processor_type=processor_type,
+            reports_base_path=Path(reports_base) if reports_base else Path("/tmp/reports"),
+            processing_period_min=period,
+            rabbitmq_user=read.text("TIX_RABBITMQ_USER", default="guest"),
+            rabbitmq_password=read.text("TIX_RABBITMQ_PASS", default="guest"),
+            rabbitmq_host=read.text("TIX_RABBITMQ_HOST", default="localhost", non_empty=True).strip(),
+            rabbitmq_port=cast(int, read.integer("TIX_RABBITMQ_PORT", default=5672, low=1, high=65535)),
+            api_ssl=api_ssl,
+            api_host=_api_host(read),
+            api_port=read.integer("TIX_API_PORT", default=None, low=1, high=65535),
+            api_user=api_user,
+            api_password=api_password,
+            api_timeout_s=read.number("TIX_API_TIMEOUT", default=10.0, high=120.0),
+            lock_lease_s=cast(int, read.integer("TIX_LOCK_LEASE_SECONDS", default=120, low=30, high=600)),
+            task_budget_s=cast(int, read.integer("TIX_TASK_BUDGET_SECONDS", default=480, low=60, high=1500)),
+            worker_concurrency=read.integer("TIX_WORKER_CONCURRENCY", default=None, low=1, high=64),
+            iptoas_backend=backend,
+            iptoas_db_host=db_host.strip() or "mysql",
+            iptoas_db_port=cast(int, read.integer("TIX_IPTOAS_DB_PORT", default=3306, low=1, high=65535)),
+            iptoas_db_user=read.text("TIX_IPTOAS_DB_USER", default="tix"),
+            iptoas_db_password=read.text("TIX_IPTOAS_DB_PASSWORD", default=""),
+            iptoas_db_name=read.text("TIX_IPTOAS_DB_NAME", default="iptoas", non_empty=True),
+            iptoas_timeout_s=read.number("TIX_IPTOAS_TIMEOUT", default=5.0, high=60.0),
+            iptoas_pfx2as_file=pfx2as_file,
+            iptoas_asnames_file=Path(asnames_raw) if asnames_raw else None,
+            iptoas_cache_ttl_s=cast(int, read.integer("TIX_IPTOAS_CACHE_TTL", default=86400, low=0)),
+            iptoas_cache_size=cast(int, read.integer("TIX_IPTOAS_CACHE_SIZE", default=4096, low=1)),
+            beat_schedule_dir=Path(read.raw("CELERY_BEAT_SCHEDULE_DIR") or "/tmp/celerybeat-schedule.d"),
+            log_level=log_level,
+            warnings=tuple(read.warnings),
+        )
+        if read.problems:
+            raise ConfigError(read.problems)
+        return config
+
+    @property
+    def broker_url(self) -> str:
+        """``amqp://<user>:<password>@<host>:<port>//`` with user and password percent-encoded (S9). Secret."""
+        user = quote(self.rabbitmq_user, safe="")
+        password = quote(self.rabbitmq_password, safe="")
+        return f"amqp://{user}:{password}@{_url_host(self.rabbitmq_host)}:{self.rabbitmq_port}//"
+
+    @property
+    def broker_url_redacted(self) -> str:
+        """The broker URL with the password replaced by ``***``, for logs."""
+        user = quote(self.rabbitmq_user, safe="")
+        return f"amqp://{user}:***@{_url_host(self.rabbitmq_host)}:{self.rabbitmq_port}//"
+
+    @property
+    def api_credentials_present(self) -> bool:
+        """Both TIX_API_USER and TIX_API_PASSWORD are set and non-empty (otherwise no POST at all, D11)."""
+        return bool(self.api_user) and bool(self.api_password)
+
+    @property
+    def processing_period_s(self) -> int:
+        """The beat period P, in seconds."""
+        return self.processing_period_min * 60
+
+    @property
+    def fanout_expiry_s(self) -> int:
+        """Expiry of a fan-out message, ``max(30, P·60 − 60)`` seconds (S8)."""
+        return max(30, self.processing_period_s - 60)
+
+    @property
+    def installation_expiry_s(self) -> int:
+        """Expiry of an installation message, ``P·60`` seconds (S8)."""
+        return self.processing_period_s
+
+    @property
+    def soft_time_limit_s(self) -> int:
+        """Celery soft time limit of an installation task, budget + 60 s (§3.5)."""
+        return self.task_budget_s + 60
+
+    @property
+    def hard_time_limit_s(self) -> int:
+        """Celery hard time limit of an installation task, budget + 120 s (§3.5)."""
+        return self.task_budget_s + 120
+
+    @property
+    def beat_schedule_file(self) -> Path:
+        """``${CELERY_BEAT_SCHEDULE_DIR}/celerybeat-scheduler`` [Original]."""
+        return self.beat_schedule_dir / BEAT_SCHEDULE_FILE
+
+    @property
+    def log_level_number(self) -> int:
+        """The numeric :mod:`logging` level of ``log_level``."""
+        return cast(int, logging.getLevelName(self.log_level))
+
+
+def _url_host(host: str) -> str:
+    """``host`` as written in a URL: IPv6 literals in brackets."""
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    return f"[{host}]"
+
+
+def celery_settings(config: Config) -> dict[str, Any]:
+    """
+    The recommended Celery settings of service.md §4, for ``app.conf.update(celery_settings(config))``.
+
+    The beat schedule itself (crontab ``*/P`` with the fan-out expiry) is defined by :mod:`processor.tasks`;
+    :attr:`Config.fanout_expiry_s` and :attr:`Config.installation_expiry_s` give the message expiries.
+    """
+    settings: dict[str, Any] = {
+        "broker_url": config.broker_url,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": config.soft_time_limit_s,
+        "task_time_limit": config.hard_time_limit_s,
+        "broker_transport_options": {"confirm_publish": True},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_heartbeat": 30,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        "worker_max_tasks_per_child": 200,
+        "worker_max_memory_per_child": 512000,  # KiB: about 500 MiB
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": "celery",
+        "beat_schedule_filename": str(config.beat_schedule_file),
+    }
+    if config.worker_concurrency is not None:
+        settings["worker_concurrency"] = config.worker_concurrency
+    return settings
+
+
+def check_environment(config: Config, *, processor_type: ProcessorType | None = None) -> list[str]:
+    """
+    The file-system checks of service.md §1 for a run mode; returns the problems, each "<VARIABLE>: <problem>".
+
+    WORKER and STANDALONE: ``TIX_REPORTS_BASE_PATH`` is an existing directory the process can list, read and
+    write; the prefix and AS-names files of the ``pfx2as`` backend are readable. BEAT and STANDALONE:
+    ``CELERY_BEAT_SCHEDULE_DIR`` is created if missing and must be writable.
+
+    Parameters
+    ----------
+    config : Config
+        A configuration from :meth:`Config.from_env`.
+    processor_type : {"STANDALONE", "BEAT", "WORKER"}, optional
+        The mode to check for; default ``config.processor_type``.
+    """
+    mode = processor_type or config.processor_type
+    problems: list[str] = []
+    if mode in ("WORKER", "STANDALONE"):
+        base = config.reports_base_path
+        if not base.is_dir():
+            problems.append(f"TIX_REPORTS_BASE_PATH: not an existing directory: '{base}'")
+        elif not os.access(base, os.R_OK | os.W_OK | os.X_OK):
+            problems.append(f"TIX_REPORTS_BASE_PATH: the process cannot list, read and write '{base}'")
+        else:
+            try:
+                os.listdir(base)
+            except OSError as exc:
+                problems.append(f"TIX_REPORTS_BASE_PATH: cannot list '{base}': {exc.strerror or exc}")
+        if config.iptoas_backend == "pfx2as" and config.iptoas_pfx2as_file is not None:
+            problem = _unreadable(config.iptoas_pfx2as_file)
+            if problem:
+                problems.append(f"TIX_IPTOAS_PFX2AS_FILE: {problem}")
+        if config.iptoas_asnames_file is not None:
+            problem = _unreadable(config.iptoas_asnames_file)
+            if problem:
+                problems.append(f"TIX_IPTOAS_ASNAMES_FILE: {problem}")
+    if mode in ("BEAT", "STANDALONE"):
+        directory = config.beat_schedule_dir
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problems.append(f"CELERY_BEAT_SCHEDULE_DIR: cannot create '{directory}': {exc.strerror or exc}")
+        else:
+            if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+                problems.append(f"CELERY_BEAT_SCHEDULE_DIR: not a writable directory: '{directory}'")
+    return problems
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, or None when it can."""
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except IsADirectoryError:
+        return f"is a directory: '{path}'"
+    except OSError as exc:
+        return f"cannot read '{path}': {exc.strerror or exc}"
+    return None
+
+
+def _print_problems(problems: Sequence[str]) -> None:
+    for problem in problems:
+        print(f"configuration error: {problem}", file=sys.stderr)
+
+
+def load_config_or_exit(env: Mapping[str, str] | None = None, *, check_filesystem: bool = False) -> Config:
+    """
+    Build the configuration; on any problem print each as ``configuration error: <problem>`` and exit 2.
+
+    Warnings (``config.warnings``) are logged at WARNING as ``configuration warning: <text>``.
+
+    Parameters
+    ----------
+    env : mapping, optional
+        The environment; default ``os.environ``.
+    check_filesystem : bool
+        Also apply :func:`check_environment` for the configured mode (a worker at start-up).
+    """
+    try:
+        config = Config.from_env(os.environ if env is None else env)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        sys.exit(EXIT_USAGE)
+    if check_filesystem:
+        problems = check_environment(config)
+        if problems:
+            _print_problems(problems)
+            sys.exit(EXIT_USAGE)
+    for warning in config.warnings:
+        logger.warning("configuration warning: %s", warning)
+    return config
+
+
+def shell_assignments(config: Config) -> str:
+    """Normalised values the container entrypoint needs, as ``NAME=value`` lines safe for ``eval``."""
+    values = {
+        "PROCESSOR_TYPE": config.processor_type,
+        "CELERY_LOG_LEVEL": config.log_level,
+        "CELERY_BEAT_SCHEDULE_DIR": str(config.beat_schedule_dir),
+        "TIX_WORKER_CONCURRENCY": "" if config.worker_concurrency is None else str(config.worker_concurrency),
+    }
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """``python -m processor.config --check``: apply every rule of service.md §1 for the selected mode."""
+    parser = argparse.ArgumentParser(
+        prog="python -m processor.config",
+        description="Check the processor's environment variables (service.md §1) and report every problem.",
+        epilog=(
+            "examples:\n"
+            "  python -m processor.config --check\n"
+            "  PROCESSOR_TYPE=beat python -m processor.config --check --print-env"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--check", action="store_true", help="validate and exit 0 (valid) or 2 (problems)")
+    parser.add_argument(
+        "--print-env", action="store_true", help="print normalised PROCESSOR_TYPE, CELERY_LOG_LEVEL, … for eval"
+    )
+    args = parser.parse_args(argv)
+    environment = os.environ if env is None else env
+    try:
+        config = Config.from_env(environment)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return EXIT_USAGE
+    problems = check_environment(config)
+    if problems:
+        _print_problems(problems)
+        return EXIT_USAGE
+    warnings = list(config.warnings)
+    if config.processor_type in ("WORKER", "STANDALONE") and not config.api_credentials_present:
+        warnings.append(MISSING_CREDENTIALS_WARNING)
+    for warning in warnings:
+        print(f"configuration warning: {warning}", file=sys.stderr)
+    if args.print_env:
+        sys.stdout.write(shell_assignments(config))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
