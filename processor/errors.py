@@ -62,3 +62,68 @@ class ConfigError(ProcessorError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
         self.problems = problems
+
+
+ApiFailureReason = Literal[
+    "missing_credentials",  # TIX_API_USER or TIX_API_PASSWORD unset: no request was made
+    "connect_failed",  # refused, reset before sending, DNS failure, connect timeout, TLS failure (retried)
+    "server_error",  # 429, 500, 502, 503, 504 (retried)
+    "read_timeout",  # no answer in time after the request was sent (not retried; ambiguous)
+    "connection_lost",  # connection dropped after the request was sent (not retried; ambiguous)
+    "credentials_rejected",  # 401, 403
+    "unexpected_status",  # 3xx (redirects are not followed), 404, other 4xx: a configuration problem
+    "content_rejected",  # 400, 409, 413, 422
+]
+
+
+class ApiError(ProcessorError):
+    """A POST to tix-api did not succeed; ``status`` is the last HTTP status, or None when no answer came."""
+
+    def __init__(
+        self,
+        reason: ApiFailureReason,
+        *,
+        status: int | None = None,
+        url: str = "",
+        attempts: int = 0,
+        elapsed_s: float = 0.0,
+        detail: str = "",
+    ) -> None:
+        text = reason if status is None else f"{reason} (HTTP {status})"
+        super().__init__(text + (f": {detail}" if detail else ""))
+        self.reason: ApiFailureReason = reason
+        self.status = status
+        self.url = url
+        self.attempts = attempts
+        self.elapsed_s = elapsed_s
+        self.detail = detail
+
+    @property
+    def ambiguous(self) -> bool:
+        """True when tix-api may have stored the measure although no success answer arrived (I3 (c))."""
+        return self.reason in ("read_timeout", "connection_lost")
+
+
+class ApiUnavailable(ApiError):
+    """A failure that concerns the API as a whole: it is unusable for the rest of the run (S6)."""
+
+
+class ApiRejected(ApiError):
+    """tix-api rejected this payload's content (400, 409, 413, 422); the API stays usable (S6)."""
+
+
+class ResolverUnavailable(ProcessorError):
+    """An IP-to-AS backend failed (connection, timeout, SQL error, unreadable file); never leaves the resolver."""
+
+
+BadFailedResultReason = Literal["unreadable", "not_json", "bad_results", "bad_ip", "bad_as"]
+
+
+class BadFailedResult(ProcessorError):
+    """A failed-results file that cannot be re-sent; it is moved to ``failed-results/rejected/`` (S6)."""
+
+    def __init__(self, path: Path, reason: BadFailedResultReason, detail: str = "") -> None:
+        super().__init__(f"{path.name}: {reason}" + (f" ({detail})" if detail else ""))
+        self.path = path
+        self.reason: BadFailedResultReason = reason
+        self.detail = detail
