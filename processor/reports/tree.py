@@ -1,0 +1,77 @@
+"""The reports tree: which ``<user>/<installation>`` directories exist below the base path (reports spec §1)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: A canonical positive decimal id (change D12): no sign, no leading zero, at most 19 digits.
+_ID = re.compile(r"[1-9][0-9]{0,18}\Z")
+
+#: Largest id value: the largest signed 64-bit integer.
+MAX_ID = 9_223_372_036_854_775_807
+
+
+def is_canonical_id(text: str) -> bool:
+    """True when ``text`` is a canonical positive decimal id no larger than 2**63 - 1 (changes D12, S7)."""
+    return bool(_ID.match(text)) and int(text) <= MAX_ID
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class InstallationDir:
+    """One installation directory; orders by the numeric (user, installation) pair."""
+
+    user: int
+    installation: int
+    path: Path
+
+    @property
+    def user_id(self) -> str:
+        return str(self.user)
+
+    @property
+    def installation_id(self) -> str:
+        return str(self.installation)
+
+
+def _id_directories(directory: Path, what: str) -> list[tuple[int, Path]]:
+    """The real sub-directories of ``directory`` named by a canonical id, in numeric order; warns about others."""
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if not is_canonical_id(entry.name):
+                logger.warning("skipping entry not named by a decimal id %s=%s path=%s", what, entry.name, entry.path)
+                continue
+            if not stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):
+                logger.warning("skipping entry, not a real directory %s=%s path=%s", what, entry.name, entry.path)
+                continue
+            found.append((int(entry.name), Path(entry.path)))
+    found.sort()
+    return found
+
+
+def installation_dirs(base: Path) -> Iterator[InstallationDir]:
+    """
+    Every installation directory below ``base``, in ascending numeric (user, installation) order.
+
+    Entries that are not real directories named by a canonical decimal id are skipped with a WARNING; symbolic
+    links are never followed below ``base``. An unreadable user directory is logged and skipped; an unreadable
+    ``base`` raises ``OSError``.
+    """
+    for user, user_path in _id_directories(base, "user"):
+        try:
+            installations = _id_directories(user_path, "installation")
+        except OSError as exc:
+            logger.error("cannot list user directory user=%s error=%s", user, exc.strerror or exc)
+            continue
+        for installation, path in installations:
+            yield InstallationDir(user, installation, path)
