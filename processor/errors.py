@@ -127,3 +127,21 @@ class BadFailedResult(ProcessorError):
         self.path = path
         self.reason: BadFailedResultReason = reason
         self.detail = detail
+
+
+class InstallationBusy(ProcessorError):
+    """Another live process holds the installation's lease lock; the run returns at once (windows.md §8)."""
+
+    def __init__(self, directory: Path, holder: str = "") -> None:
+        super().__init__(f"{directory}: lock held" + (f" by {holder}" if holder else ""))
+        self.directory = directory
+        self.holder = holder
+
+
+class LockLost(ProcessorError):
+    """The lease lock is no longer ours (taken over, removed, expired); stop before any further side effect."""
+
+    def __init__(self, directory: Path, detail: str) -> None:
+        super().__init__(f"{directory}: lock lost ({detail})")
+        self.directory = directory
+        self.detail = detail
