@@ -145,3 +145,7 @@ class LockLost(ProcessorError):
         super().__init__(f"{directory}: lock lost ({detail})")
         self.directory = directory
         self.detail = detail
+
+
+class BadDescription(ProcessorError, ValueError):
+    """A calibration ``description.yml`` in neither schema, or with a missing or non-numeric value (tools.md §2.2)."""
