@@ -1,0 +1,364 @@
+"""The lease lock of one installation directory: exclusive create, renewal, fencing, takeover (windows spec §8)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from processor.atomic import atomic_write_bytes, fsync_directory
+from processor.errors import InstallationBusy, LockLost
+
+logger = logging.getLogger(__name__)
+
+#: Name of the lock file inside an installation directory (change D8).
+LOCK_NAME = ".tix-processor.lock"
+
+#: Prefix of the transient name of an expired lock being taken over; the token of the taker follows.
+STALE_PREFIX = ".tix-processor.lock.stale-"
+
+#: Default lease, in seconds (``TIX_LOCK_LEASE_SECONDS``).
+DEFAULT_LEASE_S = 120.0
+
+#: Clock difference tolerated between machines sharing the volume, in seconds.
+SKEW_S = 30.0
+
+#: Acquisition attempts per task before the installation counts as busy.
+MAX_ACQUIRE_ATTEMPTS = 3
+
+#: Pause between renewal retries after a failed renewal, in seconds (at most lease/3).
+RENEW_RETRY_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The parsed content of a lock file."""
+
+    host: str
+    pid: int
+    token: str
+    acquired_at: float  #: Unix seconds
+    expires_at: float  #: Unix seconds
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "host": self.host,
+                "pid": self.pid,
+                "token": self.token,
+                "acquired_at": self.acquired_at,
+                "expires_at": self.expires_at,
+            }
+        ).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Holder | None:
+        """The holder written in ``data``, or None when the content is empty or not a lock (died while writing)."""
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        if not isinstance(document, dict):
+            return None
+        values: dict[str, Any] = {}
+        for key, kinds in (
+            ("host", (str,)),
+            ("pid", (int,)),
+            ("token", (str,)),
+            ("acquired_at", (int, float)),
+            ("expires_at", (int, float)),
+        ):
+            value = document.get(key)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                return None
+            values[key] = value
+        if not math.isfinite(values["expires_at"]):
+            return None
+        return cls(**values)
+
+
+def pid_alive(pid: int) -> bool:
+    """
+    True unless no process with ``pid`` exists on this machine (a zombie counts as dead).
+
+    A pid that cannot be judged (not positive) counts as alive: the lease decides instead.
+    """
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            # The state letter follows the command name in parentheses, which may itself contain ')'.
+            return handle.read().rpartition(b")")[2].split()[0:1] != [b"Z"]
+    except OSError:
+        return True
+
+
+def _read(path: Path) -> tuple[bytes, float] | None:
+    """Bytes and mtime (Unix seconds) of ``path`` without following a link; None if it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        mtime_s = os.fstat(handle.fileno()).st_mtime
+        return handle.read(65536), mtime_s
+
+
+class LeaseLock:
+    """
+    Lease lock of one installation directory (windows spec §8).
+
+    Use as a context manager: entering acquires (raising :class:`InstallationBusy` when another live holder
+    has it) and starts the renewal thread; leaving stops the thread and deletes the lock file only if it still
+    carries this lock's token. Call :meth:`fence` immediately before every side effect on the installation.
+
+    Parameters
+    ----------
+    directory : Path
+        The installation directory.
+    lease_s : float
+        Lease in seconds (``TIX_LOCK_LEASE_SECONDS``, default 120); renewed every ``lease_s / 3``.
+    host : str, optional
+        This machine's host name (default ``socket.gethostname()``); tests pass another to play a remote holder.
+    renew : bool
+        Start the renewal thread (default True).
+    clock : callable
+        Wall clock, Unix seconds (lock times are compared across machines, so never a monotonic clock).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        host: str | None = None,
+        renew: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not lease_s > 0:
+            raise ValueError(f"`lease_s` must be positive, got {lease_s!r}")
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_NAME
+        self.lease_s = float(lease_s)
+        self.host = host if host is not None else socket.gethostname()
+        self.token = ""
+        self.expires_at = 0.0
+        self._renew = renew
+        self._clock = clock
+        self._held = False
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mutex = threading.Lock()
+
+    # -- acquisition -------------------------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`InstallationBusy`; ``OSError`` on an I/O error of the volume."""
+        if self._held:
+            raise RuntimeError("lock already held")
+        self.token = secrets.token_hex(16)  # new for every acquisition
+        holder = ""
+        for _ in range(MAX_ACQUIRE_ATTEMPTS):
+            if self._create():
+                self._held = True
+                self._lost = None
+                if self._renew:
+                    self._stop.clear()
+                    self._thread = threading.Thread(
+                        target=self._renew_loop, name=f"lock-renewal-{self.directory.name}", daemon=True
+                    )
+                    self._thread.start()
+                return
+            seen = _read(self.path)
+            if seen is None:
+                continue  # released meanwhile: start again with the exclusive create
+            data, mtime_s = seen
+            current = Holder.from_json(data)
+            expiry = current.expires_at if current is not None else mtime_s + self.lease_s
+            dead = current is not None and current.host == self.host and not pid_alive(current.pid)
+            holder = _describe(current, expiry)
+            if not dead and self._clock() <= expiry + SKEW_S:
+                raise InstallationBusy(self.directory, holder)
+            if not self._take_over(data, current, expiry):
+                raise InstallationBusy(self.directory, holder)
+        raise InstallationBusy(self.directory, holder)
+
+    def _create(self) -> bool:
+        """Exclusive create of the lock file with this lock's content, flushed and fsynced; False if it exists."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o640)
+        except FileExistsError:
+            return False
+        now = self._clock()
+        self.expires_at = now + self.lease_s
+        content = Holder(self.host, os.getpid(), self.token, now, self.expires_at).to_json()
+        try:
+            os.fchmod(fd, 0o640)
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
+        os.close(fd)
+        fsync_directory(self.directory)
+        return True
+
+    def _take_over(self, judged: bytes, previous: Holder | None, expiry: float) -> bool:
+        """
+        Remove an expired lock whose bytes were ``judged``; True when the caller may create a new one.
+
+        The lock is renamed to ``.tix-processor.lock.stale-<own token>`` and compared with what was judged: a
+        fresh lock created in between is put back with a hard link and the installation counts as busy.
+        """
+        stale = self.directory / f"{STALE_PREFIX}{self.token}"
+        try:
+            os.rename(self.path, stale)
+        except FileNotFoundError:
+            return True  # gone meanwhile: start again with the exclusive create
+        renamed = _read(stale)
+        if renamed is not None and renamed[0] == judged:
+            os.unlink(stale)
+            logger.warning(
+                "lock taken over directory=%s holder_host=%s holder_pid=%s expired_at=%s",
+                self.directory,
+                previous.host if previous is not None else None,
+                previous.pid if previous is not None else None,
+                f"{expiry:.3f}",
+            )
+            return True
+        with contextlib.suppress(FileExistsError, FileNotFoundError):
+            os.link(stale, self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
+        return False
+
+    # -- renewal and fencing -----------------------------------------------------------------------------------
+
+    @property
+    def lost(self) -> bool:
+        """True once the lock is known not to be ours any more."""
+        return self._lost is not None
+
+    def _mark_lost(self, detail: str) -> None:
+        if self._lost is None:
+            self._lost = detail
+            logger.error("lock lost directory=%s detail=%s", self.directory, detail)
+
+    def renew(self) -> bool:
+        """
+        Rewrite the lock with ``expires_at = now + lease`` after checking it still carries this token.
+
+        Returns True on success, False on a failure that may be retried; marks the lock lost when the token
+        differs, the file is gone, or failures left less than 30 s of the lease.
+        """
+        with self._mutex:
+            if not self._held or self._lost is not None:
+                return False
+            try:
+                seen = _read(self.path)
+                current = Holder.from_json(seen[0]) if seen is not None else None
+                if current is None or current.token != self.token:
+                    self._mark_lost("lock file gone" if seen is None else "token differs")
+                    return False
+                now = self._clock()
+                holder = Holder(self.host, os.getpid(), self.token, current.acquired_at, now + self.lease_s)
+                atomic_write_bytes(self.path, holder.to_json(), purpose="lock", mode=0o640)
+                self.expires_at = holder.expires_at
+                return True
+            except OSError as exc:
+                if self.expires_at - self._clock() < SKEW_S:
+                    self._mark_lost(f"renewal failing: {exc.strerror or exc}")
+                else:
+                    logger.warning("lock renewal failed directory=%s error=%s", self.directory, exc)
+                return False
+
+    def _renew_loop(self) -> None:
+        interval_s = self.lease_s / 3
+        wait_s = interval_s
+        while not self._stop.wait(wait_s):
+            if self.renew():
+                wait_s = interval_s
+            elif self._lost is not None:
+                return
+            else:
+                wait_s = min(interval_s, RENEW_RETRY_S)
+
+    def fence(self) -> None:
+        """
+        Raise :class:`LockLost` unless the lock is still ours: not marked lost, the file carries this token and
+        ``now < expires_at``. Call it immediately before every side effect on the installation.
+        """
+        if not self._held:
+            raise LockLost(self.directory, "not held")
+        if self._lost is None:
+            try:
+                seen = _read(self.path)
+            except OSError as exc:
+                self._mark_lost(f"lock file unreadable: {exc.strerror or exc}")
+            else:
+                current = Holder.from_json(seen[0]) if seen is not None else None
+                if seen is None:
+                    self._mark_lost("lock file gone")
+                elif current is None or current.token != self.token:
+                    self._mark_lost("token differs")
+                elif not self._clock() < current.expires_at:
+                    self._mark_lost("lease expired")
+        if self._lost is not None:
+            raise LockLost(self.directory, self._lost)
+
+    # -- release -----------------------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Stop the renewal and delete the lock file if it still carries this token; never raises OSError."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if not self._held:
+            return
+        self._held = False
+        try:
+            seen = _read(self.path)
+            current = Holder.from_json(seen[0]) if seen is not None else None
+            if current is not None and current.token == self.token:
+                os.unlink(self.path)
+        except OSError as exc:
+            logger.error("lock release failed directory=%s error=%s", self.directory, exc)
+
+    def __enter__(self) -> LeaseLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def _describe(holder: Holder | None, expiry: float) -> str:
+    if holder is None:
+        return f"unknown holder expiring at {expiry:.3f}"
+    return f"host={holder.host} pid={holder.pid} expires_at={expiry:.3f}"
