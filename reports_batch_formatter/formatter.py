@@ -1,0 +1,267 @@
+"""
+Batch formatter: cut a directory of client logs or server reports into the service's windows (tools spec §1).
+
+``python formatter.py --source_directory=DIR --output_directory=DIR [--output_filename NAME]``, run from this
+directory, from the project root (``python reports_batch_formatter/formatter.py``) or as
+``python -m reports_batch_formatter``. Each window becomes a directory named after the first observation second of
+its first file, holding that window's files, in the gzip-compressed tar archive
+``<output_directory>/batch-test-report.tar.gz``; the files never consumed go to the archive's top level. The
+windows are formed by :func:`processor.reports.windows.iter_windows`, the service's own selection code. The
+source directory is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Started as a script (``python formatter.py``): the original prepended the project root so that the
+    # ``processor`` package is found without being installed. Harmless when it is installed.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from processor.calibration.progress import ProgressBar
+from processor.reports.files import read_report, report_candidates
+from processor.reports.windows import Candidate, Discard, Invalid, iter_windows, load_candidates
+
+EXIT_OK = 0  #: The archive was written.
+EXIT_FAILED = 1  #: It ran and failed; one line on stderr says why. Nothing was written.
+EXIT_USAGE = 2  #: Bad arguments (argparse).
+
+#: Archive name when ``--output_filename`` is not given.
+DEFAULT_OUTPUT_FILENAME = "batch-test-report.tar.gz"
+
+
+class FormatterError(Exception):
+    """A failure the command reports in one line with exit status 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One window as a batch directory: its name (decimal Unix seconds) and its files in window order."""
+
+    name: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the formatter found in a snapshot of the source directory; nothing has been written yet."""
+
+    batches: tuple[Batch, ...]  #: in the order the windows were formed
+    left_over: tuple[str, ...]  #: copied files never consumed by a window, in name order
+    invalid: tuple[Invalid, ...]  #: unusable files set aside (change D12), not archived
+    discarded: tuple[Discard, ...]  #: reports removed by the gap or IP rule (windows spec §5), not archived
+    skipped: tuple[str, ...]  #: source entries not copied: empty files, directories, links (change S10)
+
+
+def snapshot(source: Path, into: Path) -> tuple[list[str], list[str]]:
+    """
+    Copy every non-empty regular file directly in ``source`` into ``into`` (tools spec §1.2 step 1).
+
+    Returns the names copied and the names skipped (empty files, and, change S10, directories, symbolic links and
+    other special entries), both in name order. ``source`` is only read.
+    """
+    copied: list[str] = []
+    skipped: list[str] = []
+    for name in sorted(os.listdir(source)):
+        path = source / name
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            skipped.append(name)
+            continue
+        shutil.copy2(path, into / name, follow_symlinks=False)
+        copied.append(name)
+    return copied, skipped
+
+
+def plan_batches(directory: Path, *, progress: bool | None = None) -> Plan:
+    """
+    Form the batches of the files of ``directory`` with the service's window selection, in memory.
+
+    The candidates (``*.json`` in name order) are read once and handed to
+    :func:`processor.reports.windows.iter_windows` with every unusable file counted as old, since nobody writes
+    the copy. Each window becomes a :class:`Batch` named after the ``ts`` of the first record (in file order) of
+    its first file; after each window its older ``max(1, ⌊n/2⌋)`` files are consumed (change S1).
+
+    Raises
+    ------
+    FormatterError
+        When two windows would get the same directory name (tools spec §1.2 step 2).
+    """
+    names = sorted(os.listdir(directory))
+    candidate_names = report_candidates(directory)
+    candidates: list[Candidate] = []
+    with ProgressBar(len(candidate_names), "reading", enabled=progress) as bar:
+        for candidate in load_candidates(candidate_names, lambda name: read_report(directory / name)):
+            candidates.append(candidate)
+            bar.advance()
+    batches: list[Batch] = []
+    taken: set[str] = set()
+    removed: set[str] = set()
+    invalid: list[Invalid] = []
+    discarded: list[Discard] = []
+    for selection in iter_windows(candidates):
+        invalid.extend(selection.invalid)
+        discarded.extend(selection.discards)
+        removed.update(selection.removed_names)
+        window = selection.window
+        if window is None:
+            break
+        name = str(window.first.first_ts)
+        if name in taken:
+            raise FormatterError(f"batch directory {name} already exists (two windows start in the same second)")
+        taken.add(name)
+        batches.append(Batch(name=name, files=window.names))
+        removed.update(window.dispose)
+    return Plan(
+        batches=tuple(batches),
+        left_over=tuple(name for name in names if name not in removed),
+        invalid=tuple(invalid),
+        discarded=tuple(discarded),
+        skipped=(),
+    )
+
+
+def _directory_member(name: str, mtime_s: float) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    info.mtime = int(mtime_s)
+    return info
+
+
+def write_archive(directory: Path, plan: Plan, archive: Path, *, progress: bool | None = None) -> None:
+    """
+    Write the gzip-compressed tar ``archive`` of ``plan``, taking the files from ``directory``.
+
+    Members (tools spec §1.2 step 3, change S10): each batch directory in ascending numeric order followed by its
+    files in name order, then the left-over files in name order; no root entry, nothing else. The archive is
+    written under a temporary name beside ``archive`` and renamed into place, so a failed run leaves no partial
+    archive.
+    """
+    now_s = time.time()
+    handle, partial_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".partial", dir=archive.parent)
+    os.close(handle)
+    partial = Path(partial_name)
+    try:
+        total = sum(len(batch.files) for batch in plan.batches) + len(plan.left_over)
+        with tarfile.open(partial, "w:gz") as tar, ProgressBar(total, "archiving", enabled=progress) as bar:
+            for batch in sorted(plan.batches, key=lambda item: int(item.name)):
+                tar.addfile(_directory_member(batch.name, now_s))
+                for name in sorted(batch.files):
+                    tar.add(directory / name, arcname=f"{batch.name}/{name}", recursive=False)
+                    bar.advance()
+            for name in plan.left_over:
+                tar.add(directory / name, arcname=name, recursive=False)
+                bar.advance()
+        os.replace(partial, archive)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def format_batches(
+    source: Path,
+    output_directory: Path,
+    output_filename: str = DEFAULT_OUTPUT_FILENAME,
+    *,
+    progress: bool | None = None,
+) -> tuple[Plan, Path]:
+    """
+    Snapshot ``source``, form its batches and write the archive; return the plan and the archive's path.
+
+    The snapshot lives in a fresh temporary directory that is always deleted (tools spec §1.2 steps 1 and 4).
+
+    Raises
+    ------
+    FormatterError
+        When ``source`` is not a directory, ``output_directory`` does not exist or lies inside ``source`` (the
+        source is never modified), or two windows start in the same second.
+    OSError
+        When a file cannot be read or the archive cannot be written.
+    """
+    if not source.is_dir():
+        raise FormatterError(f"source directory {source} is not a directory")
+    if not output_directory.is_dir():
+        raise FormatterError(f"output directory {output_directory} does not exist")
+    resolved_source, resolved_output = source.resolve(), output_directory.resolve()
+    if resolved_output == resolved_source or resolved_source in resolved_output.parents:
+        raise FormatterError(f"output directory {output_directory} is inside the source directory, which is read-only")
+    if not output_filename or "/" in output_filename or output_filename in (".", ".."):
+        raise FormatterError(f"output file name {output_filename!r} is not a plain file name")
+    archive = output_directory / output_filename
+    with tempfile.TemporaryDirectory(prefix="tix-batches-") as temporary:
+        copy = Path(temporary)
+        _, skipped = snapshot(source, copy)
+        plan = plan_batches(copy, progress=progress)
+        plan = Plan(plan.batches, plan.left_over, plan.invalid, plan.discarded, tuple(skipped))
+        write_archive(copy, plan, archive, progress=progress)
+    return plan, archive
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of tools spec §1.1."""
+    parser = argparse.ArgumentParser(
+        prog="formatter.py",
+        description=(
+            "Cut a directory of TiX client logs or server reports into the windows the processor would form, and\n"
+            "write them as batch directories (named after each window's first observation second) into a\n"
+            "gzip-compressed tar archive. The source directory is only read."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python formatter.py --source_directory=../test/tix-time-client-logs --output_directory=../test\n"
+            "  python -m reports_batch_formatter --source_directory=logs --output_directory=out -o run1.tar.gz\n"
+            "then:\n"
+            "  mkdir batches && tar -xzf out/run1.tar.gz -C batches/\n"
+            "exit status: 0 archive written, 1 failure (one line on stderr), 2 usage error"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--source_directory", required=True, type=Path, help="directory of *-tix-log.json files")
+    parser.add_argument("--output_directory", required=True, type=Path, help="existing directory for the archive")
+    parser.add_argument(
+        "--output_filename",
+        "-o",
+        default=DEFAULT_OUTPUT_FILENAME,
+        help=f"archive name (default {DEFAULT_OUTPUT_FILENAME})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the formatter; return the exit status (argparse exits with 2 itself on bad usage)."""
+    args = build_parser().parse_args(argv)
+    try:
+        plan, archive = format_batches(args.source_directory, args.output_directory, args.output_filename)
+    except FormatterError as error:
+        print(f"formatter.py: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as error:
+        print(f"formatter.py: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILED
+    for name in plan.skipped:
+        print(f"skipped (empty or not a regular file): {name}", file=sys.stderr)
+    for item in plan.invalid:
+        detail = f" ({item.detail})" if item.detail else ""
+        print(f"set aside unusable file: {item.name}: {item.reason}{detail}", file=sys.stderr)
+    for discard in plan.discarded:
+        names = discard.names
+        span = names[0] if len(names) == 1 else f"{names[0]} … {names[-1]}"
+        print(f"dropped by the {discard.reason} rule: {len(names)} files, {span}", file=sys.stderr)
+    print(f"{len(plan.batches)} batches, {len(plan.left_over)} files left over: {archive}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
