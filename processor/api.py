@@ -1,0 +1,479 @@
+"""The tix-api client: report URL, JSON payload and the POST with timeouts and bounded retries (service.md §5)."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import ipaddress
+import json
+import logging
+import math
+import numbers
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError
+
+from processor import __version__
+from processor.errors import ApiError, ApiRejected, ApiUnavailable
+
+if TYPE_CHECKING:
+    from processor.config import Config
+
+logger = logging.getLogger(__name__)
+
+#: Value of the payload's ``version`` field [Original].
+PAYLOAD_VERSION = "1.0.0"
+
+#: ``User-Agent`` header of every request (§5.2).
+USER_AGENT = f"tix-time-processor/{__version__}"
+
+#: Statuses that mean the measure was stored (D11: the original accepted 200 and 204).
+SUCCESS_STATUSES = frozenset({200, 201, 204})
+
+#: Statuses retried within one POST (§5.3).
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+#: Statuses whose ``Retry-After`` header is honoured.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+#: Statuses that reject the credentials: no retry, the API is unusable for the run.
+CREDENTIALS_STATUSES = frozenset({401, 403})
+
+#: Statuses that reject this payload only; the API stays usable (S6).
+CONTENT_REJECTED_STATUSES = frozenset({400, 409, 413, 422})
+
+#: Attempts per POST, counting the first.
+MAX_ATTEMPTS = 3
+
+#: Waits before attempts 2 and 3, in seconds; each gets a random extra of up to ``JITTER_S``.
+BACKOFF_S = (1.0, 2.0)
+
+#: Largest random extra added to each wait, in seconds.
+JITTER_S = 0.5
+
+#: Longest ``Retry-After`` honoured, in seconds.
+MAX_RETRY_AFTER_S = 10.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# URL
+
+
+def api_base_url(*, ssl: bool, host: str, port: int | None) -> str:
+    """
+    ``<proto>://<host>[:<port>]`` of tix-api (§5.1).
+
+    Parameters
+    ----------
+    ssl : bool
+        HTTPS when true (D7: ``TIX_API_SSL`` set and non-empty), else HTTP.
+    host : str
+        Host name or IP address; an IPv6 literal is written in brackets (S9).
+    port : int or None
+        Appended only when given and different from the protocol's default port (443 / 80).
+    """
+    proto, default_port = ("https", 443) if ssl else ("http", 80)
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        url_host = host
+    else:
+        url_host = "[" + host.replace("%", "%25") + "]"
+    port_part = f":{port:d}" if port is not None and port != default_port else ""
+    return f"{proto}://{url_host}{port_part}"
+
+
+def report_url(base_url: str, user_id: str, installation_id: str) -> str:
+    """``<base>/api/user/<user_id>/installation/<installation_id>/reports`` [Original]."""
+    return f"{base_url}/api/user/{user_id}/installation/{installation_id}/reports"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Payload
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def check_results(results: Any) -> None:
+    """
+    Check that ``results`` has the shape of analysis.md §7.7.
+
+    ``{"timestamp": int, "upstream": {"usage", "quality", "hurst": {"wavelet", "rs"}}, "downstream": {…}}`` with
+    finite numbers; extra keys are allowed.
+
+    Raises
+    ------
+    ValueError
+        Naming the first key that is missing or has the wrong type.
+    """
+    if not isinstance(results, Mapping):
+        raise ValueError(f"results must be an object, got {type(results).__name__}")
+    timestamp = results.get("timestamp")
+    if not isinstance(timestamp, numbers.Integral) or isinstance(timestamp, bool):
+        raise ValueError(f"results.timestamp must be an integer, got {timestamp!r}")
+    for direction in ("upstream", "downstream"):
+        block = results.get(direction)
+        if not isinstance(block, Mapping):
+            raise ValueError(f"results.{direction} must be an object")
+        for key in ("usage", "quality"):
+            if not _is_number(block.get(key)):
+                raise ValueError(f"results.{direction}.{key} must be a finite number, got {block.get(key)!r}")
+        hurst = block.get("hurst")
+        if not isinstance(hurst, Mapping):
+            raise ValueError(f"results.{direction}.hurst must be an object")
+        for key in ("wavelet", "rs"):
+            if not _is_number(hurst.get(key)):
+                raise ValueError(f"results.{direction}.hurst.{key} must be a finite number, got {hurst.get(key)!r}")
+
+
+def clamp_usage(usage: float) -> float:
+    """Usage clamped to [0, 1] for the payload (D4); the analysis keeps the unclamped value."""
+    return min(max(float(usage), 0.0), 1.0)
+
+
+def build_payload(results: Mapping[str, Any], *, ip: str, asn: int | None, as_owner: str | None) -> dict[str, Any]:
+    """
+    The JSON object POSTed to tix-api, keys in the order of §5.2.
+
+    Parameters
+    ----------
+    results : mapping
+        The results dict of analysis.md §7.7 (usage unclamped).
+    ip : str
+        The client address without port.
+    asn, as_owner : int or None, str or None
+        The resolved AS (D13), or None.
+
+    Returns
+    -------
+    dict
+        ``timestamp, version, upUsage, upQuality, downUsage, downQuality, hurstUpRs, hurstUpWavelet, hurstDownRs,
+        hurstDownWavelet, ip, asn, asOwner``; usages clamped to [0, 1] (D4).
+
+    Raises
+    ------
+    ValueError
+        When ``results`` does not have the shape of §7.7 (see :func:`check_results`).
+    """
+    check_results(results)
+    up, down = results["upstream"], results["downstream"]
+    return {
+        "timestamp": int(results["timestamp"]),
+        "version": PAYLOAD_VERSION,
+        "upUsage": clamp_usage(up["usage"]),
+        "upQuality": float(up["quality"]),
+        "downUsage": clamp_usage(down["usage"]),
+        "downQuality": float(down["quality"]),
+        "hurstUpRs": float(up["hurst"]["rs"]),
+        "hurstUpWavelet": float(up["hurst"]["wavelet"]),
+        "hurstDownRs": float(down["hurst"]["rs"]),
+        "hurstDownWavelet": float(down["hurst"]["wavelet"]),
+        "ip": ip,
+        "asn": None if asn is None else int(asn),
+        "asOwner": as_owner,
+    }
+
+
+def encode_json(document: Mapping[str, Any]) -> bytes:
+    """UTF-8 JSON with the standard separators ``", "`` and ``": "``; floats as Python's shortest ``repr``."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Client
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    """A successful POST."""
+
+    status: int  #: 200, 201 or 204
+    url: str
+    attempts: int  #: requests sent, 1–3
+    elapsed_s: float  #: from the first attempt to the answer, waits included, in seconds
+
+
+def _sent_before_failure(exc: BaseException) -> bool:
+    """
+    Whether a connection error happened after the request may have reached the server.
+
+    Errors while opening the connection (refused, DNS, connect timeout, TLS handshake) are safe to retry; a
+    connection dropped after sending (``ProtocolError``) is not, because tix-api may have stored the measure.
+    """
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return False
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (NewConnectionError, ConnectTimeoutError)):
+            return False
+        if isinstance(current, ProtocolError):
+            return True
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+    return True
+
+
+def _retry_after_s(response: requests.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (delta or HTTP date), or None when absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ApiClient:
+    """
+    POSTs results to tix-api with one keep-alive session per process (§5.3).
+
+    The session is created lazily in the process that uses it, never inherited through ``fork``. Redirects are not
+    followed; TLS certificates are verified (``REQUESTS_CA_BUNDLE`` may name a private CA bundle).
+
+    Parameters
+    ----------
+    base_url : str
+        ``<proto>://<host>[:<port>]`` (see :func:`api_base_url`).
+    user, password : str or None
+        HTTP Basic credentials of a tix-api admin; when either is missing no request is made at all (D11).
+    timeout_s : float
+        Connect timeout and read timeout of every request, in seconds.
+    max_attempts, backoff_s, jitter_s, max_retry_after_s
+        Retry policy; the defaults are those of the specification. Tests shorten the waits.
+    sleep : callable
+        Used for the waits between attempts.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        user: str | None,
+        password: str | None,
+        timeout_s: float,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_s: tuple[float, ...] = BACKOFF_S,
+        jitter_s: float = JITTER_S,
+        max_retry_after_s: float = MAX_RETRY_AFTER_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.jitter_s = jitter_s
+        self.max_retry_after_s = max_retry_after_s
+        self._sleep = sleep
+        self._authorization: str | None = None
+        if user and password:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._authorization = f"Basic {token}"
+        self._session: requests.Session | None = None
+        self._session_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ApiClient(base_url={self.base_url!r}, credentials={self.has_credentials}, timeout_s={self.timeout_s})"
+
+    @classmethod
+    def from_config(cls, config: Config, **overrides: Any) -> ApiClient:
+        """A client for the tix-api of ``config``; keyword ``overrides`` go to the constructor."""
+        options: dict[str, Any] = {
+            "user": config.api_user,
+            "password": config.api_password,
+            "timeout_s": config.api_timeout_s,
+        }
+        options.update(overrides)
+        return cls(api_base_url(ssl=config.api_ssl, host=config.api_host, port=config.api_port), **options)
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether both user and password are set; without them results go straight to failed-results."""
+        return self._authorization is not None
+
+    def report_url(self, user_id: str, installation_id: str) -> str:
+        """The POST URL of one installation."""
+        return report_url(self.base_url, user_id, installation_id)
+
+    def _get_session(self) -> requests.Session:
+        pid = os.getpid()
+        with self._lock:
+            if self._session is None or self._session_pid != pid:
+                # Never reuse a session (and its sockets) inherited from the parent through fork.
+                session = requests.Session()
+                session.headers.update(
+                    {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+                )
+                self._session, self._session_pid = session, pid
+            return self._session
+
+    def close(self) -> None:
+        """Close this process's session (its keep-alive connections)."""
+        with self._lock:
+            if self._session is not None and self._session_pid == os.getpid():
+                self._session.close()
+            self._session = None
+            self._session_pid = None
+
+    def _wait_before(self, attempt: int, response: requests.Response | None) -> float:
+        """Seconds to wait before ``attempt`` (2 or 3)."""
+        index = min(attempt - 2, len(self.backoff_s) - 1)
+        wait = self.backoff_s[index] + random.uniform(0.0, self.jitter_s)
+        if response is not None and response.status_code in RETRY_AFTER_STATUSES:
+            retry_after = _retry_after_s(response)
+            if retry_after is not None:
+                wait = max(wait, min(retry_after, self.max_retry_after_s))
+        return wait
+
+    def post(
+        self,
+        user_id: str,
+        installation_id: str,
+        payload: Mapping[str, Any],
+        *,
+        fence: Callable[[], None] | None = None,
+    ) -> PostResult:
+        """
+        POST one payload (§5.2) and classify the outcome (§5.3).
+
+        Parameters
+        ----------
+        user_id, installation_id : str
+            The directory names, canonical decimals.
+        payload : mapping
+            From :func:`build_payload`.
+        fence : callable, optional
+            Called immediately before every attempt; it raises when the installation lock is lost, which stops
+            the POST without sending (windows.md §8).
+
+        Returns
+        -------
+        PostResult
+            On 200, 201 or 204.
+
+        Raises
+        ------
+        ApiRejected
+            400, 409, 413, 422: this content was rejected; the API stays usable.
+        ApiUnavailable
+            Every other failure: missing credentials (no request), connection failures, 429/5xx after the last
+            attempt, read timeout or connection lost after sending (``ambiguous``), 401/403, other statuses.
+        """
+        url = self.report_url(user_id, installation_id)
+        if self._authorization is None:
+            raise ApiUnavailable("missing_credentials", url=url)
+        body = encode_json(payload)
+        headers = {"Authorization": self._authorization}
+        session = self._get_session()
+        started = time.monotonic()
+        response: requests.Response | None = None
+        error: ApiError
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > 1:
+                self._sleep(self._wait_before(attempt, response))
+            if fence is not None:
+                fence()
+            response = None
+            try:
+                response = session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=(self.timeout_s, self.timeout_s),
+                    allow_redirects=False,  # S9
+                )
+            except requests.exceptions.ReadTimeout as exc:
+                error = ApiUnavailable("read_timeout", url=url, detail=type(exc).__name__)
+                break
+            except requests.exceptions.RequestException as exc:
+                if _sent_before_failure(exc):
+                    error = ApiUnavailable("connection_lost", url=url, detail=type(exc).__name__)
+                    break
+                error = ApiUnavailable("connect_failed", url=url, detail=type(exc).__name__)
+                if attempt < self.max_attempts:
+                    logger.info(
+                        "tix-api post retry url=%s reason=connect_failed attempt=%d error=%s",
+                        url,
+                        attempt,
+                        type(exc).__name__,
+                    )
+                    continue
+                break
+            status = response.status_code
+            if status in SUCCESS_STATUSES:
+                elapsed_s = time.monotonic() - started
+                logger.debug(
+                    "tix-api post succeeded url=%s status=%d attempts=%d elapsed_s=%.3f",
+                    url,
+                    status,
+                    attempt,
+                    elapsed_s,
+                )
+                return PostResult(status=status, url=url, attempts=attempt, elapsed_s=elapsed_s)
+            if status in RETRIED_STATUSES:
+                error = ApiUnavailable("server_error", status=status, url=url)
+                if attempt < self.max_attempts:
+                    logger.info(
+                        "tix-api post retry url=%s reason=server_error attempt=%d status=%d", url, attempt, status
+                    )
+                    continue
+            elif status in CREDENTIALS_STATUSES:
+                error = ApiUnavailable("credentials_rejected", status=status, url=url)
+            elif status in CONTENT_REJECTED_STATUSES:
+                error = ApiRejected("content_rejected", status=status, url=url, detail=response.text[:200])
+            else:
+                error = ApiUnavailable("unexpected_status", status=status, url=url)
+            break
+        error.attempts = attempt
+        error.elapsed_s = time.monotonic() - started
+        if error.reason == "credentials_rejected":
+            logger.error("tix-api rejected the credentials url=%s status=%s", url, error.status)
+        else:
+            logger.warning(
+                "tix-api post failed url=%s reason=%s status=%s attempts=%d elapsed_s=%.3f",
+                url,
+                error.reason,
+                error.status,
+                attempt,
+                error.elapsed_s,
+            )
+        raise error
+
+
+_missing_credentials_warned_pid: int | None = None
+
+
+def warn_if_missing_credentials(client: ApiClient) -> bool:
+    """
+    Log the D11 warning once per process when the client has no credentials; returns whether they are missing.
+
+    Call it at worker start (or at the first run of a process); later calls in the same process log nothing.
+    """
+    global _missing_credentials_warned_pid
+    if client.has_credentials:
+        return False
+    if _missing_credentials_warned_pid != os.getpid():
+        _missing_credentials_warned_pid = os.getpid()
+        logger.warning("TIX_API_USER or TIX_API_PASSWORD is not set: results are kept in failed-results")
+    return True

@@ -1,0 +1,465 @@
+"""Tests of processor.api against a real HTTP server on 127.0.0.1 playing tix-api (tests/fake_api.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import multiprocessing
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from processor import __version__
+from processor.api import (
+    ApiClient,
+    api_base_url,
+    build_payload,
+    check_results,
+    encode_json,
+    warn_if_missing_credentials,
+)
+from processor.config import Config
+from processor.errors import ApiRejected, ApiUnavailable
+from tests.fake_api import Behaviour, FakeApi
+
+USER, PASSWORD = "admin", "s3cr3t:pass"
+
+RESULTS = {
+    "timestamp": 1700001139,
+    "upstream": {"usage": 1.25, "quality": 0.75, "hurst": {"wavelet": 0.81, "rs": 0.64612805}},
+    "downstream": {"usage": -0.125, "quality": 1.0, "hurst": {"wavelet": 0.5, "rs": 0.55}},
+}
+
+
+def wait_for_records(api: FakeApi, count: int, timeout_s: float = 10.0) -> list[dict]:
+    """The fake stores a record when its handler finishes, which can be after the client gave up."""
+    deadline = time.monotonic() + timeout_s
+    while len(api.records()) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return api.records()
+
+
+class RecordingSleep:
+    """Replaces the waits between attempts; records what the client asked for."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeApi]:
+    with FakeApi(admin_user=USER, admin_password=PASSWORD, users={"alice": ("pw", "5")}) as api:
+        yield api
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
+def client_for(api: FakeApi, sleep: RecordingSleep, *, timeout_s: float = 5.0, **kw) -> ApiClient:
+    options = {"user": USER, "password": PASSWORD, "timeout_s": timeout_s, "sleep": sleep, **kw}
+    return ApiClient(api.base_url, **options)
+
+
+def payload() -> dict:
+    return build_payload(RESULTS, ip="203.0.113.45", asn=64500, as_owner="EXAMPLE-NET - Example Networks, AR")
+
+
+class TestUrl:
+    @pytest.mark.parametrize(
+        ("ssl", "host", "port", "expected"),
+        [
+            (False, "tix-api", 3001, "http://tix-api:3001"),
+            (True, "tix.example.org", None, "https://tix.example.org"),
+            (True, "tix.example.org", 443, "https://tix.example.org"),
+            (False, "localhost", 80, "http://localhost"),
+            (False, "localhost", 443, "http://localhost:443"),
+            (False, "::1", 3001, "http://[::1]:3001"),
+        ],
+    )
+    def test_base_url_follows_the_table_of_the_specification(self, ssl, host, port, expected):
+        """service.md §5.1."""
+        assert api_base_url(ssl=ssl, host=host, port=port) == expected
+
+    def test_report_url_of_a_configured_client(self):
+        config = Config.from_env({"TIX_API_HOST": "tix-api", "TIX_API_PORT": "3001"})
+
+        client = ApiClient.from_config(config)
+
+        assert client.report_url("23", "41") == "http://tix-api:3001/api/user/23/installation/41/reports"
+
+    def test_client_repr_does_not_show_the_password(self):
+        client = ApiClient("http://x", user=USER, password=PASSWORD, timeout_s=1)
+
+        assert PASSWORD not in repr(client)
+
+
+class TestPayload:
+    def test_keys_are_in_the_order_of_the_specification(self):
+        assert list(payload()) == [
+            "timestamp",
+            "version",
+            "upUsage",
+            "upQuality",
+            "downUsage",
+            "downQuality",
+            "hurstUpRs",
+            "hurstUpWavelet",
+            "hurstDownRs",
+            "hurstDownWavelet",
+            "ip",
+            "asn",
+            "asOwner",
+        ]
+
+    def test_values_come_from_the_results_with_usage_clamped(self):
+        """D4: usage is clamped to [0, 1] in the payload only."""
+        body = payload()
+
+        assert body["timestamp"] == 1700001139
+        assert body["version"] == "1.0.0"
+        assert (body["upUsage"], body["downUsage"]) == (1.0, 0.0)
+        assert (body["upQuality"], body["downQuality"]) == (0.75, 1.0)
+        assert (body["hurstUpRs"], body["hurstUpWavelet"]) == (0.64612805, 0.81)
+        assert (body["hurstDownRs"], body["hurstDownWavelet"]) == (0.55, 0.5)
+        assert (body["ip"], body["asn"], body["asOwner"]) == (
+            "203.0.113.45",
+            64500,
+            "EXAMPLE-NET - Example Networks, AR",
+        )
+        assert RESULTS["upstream"]["usage"] == 1.25
+
+    def test_unknown_as_is_sent_as_null(self):
+        body = build_payload(RESULTS, ip="2001:db8::1", asn=None, as_owner=None)
+
+        assert (body["asn"], body["asOwner"]) == (None, None)
+        assert b'"asn": null, "asOwner": null' in encode_json(body)
+
+    def test_encoding_uses_standard_separators_and_shortest_float_repr(self):
+        text = encode_json({"timestamp": 1, "x": 0.1 + 0.2, "name": "Telefónica"}).decode("utf-8")
+
+        assert text == '{"timestamp": 1, "x": 0.30000000000000004, "name": "Telefónica"}'
+
+    def test_numpy_numbers_are_accepted(self):
+        import numpy as np
+
+        results = json.loads(json.dumps(RESULTS))
+        results["timestamp"] = np.int64(5)
+        results["upstream"]["usage"] = np.float64(0.5)
+
+        body = build_payload(results, ip="1.2.3.4", asn=None, as_owner=None)
+
+        assert encode_json(body).startswith(b'{"timestamp": 5, "version": "1.0.0", "upUsage": 0.5,')
+
+    @pytest.mark.parametrize(
+        ("mutate", "fragment"),
+        [
+            (lambda r: r.pop("timestamp"), "timestamp"),
+            (lambda r: r.update(timestamp="1700001139"), "timestamp"),
+            (lambda r: r.update(timestamp=True), "timestamp"),
+            (lambda r: r.pop("downstream"), "downstream"),
+            (lambda r: r["upstream"].update(usage=None), "upstream.usage"),
+            (lambda r: r["upstream"].update(quality=float("nan")), "upstream.quality"),
+            (lambda r: r["downstream"]["hurst"].pop("rs"), "downstream.hurst.rs"),
+            (lambda r: r["downstream"].update(hurst=[0.5, 0.5]), "downstream.hurst"),
+        ],
+    )
+    def test_results_of_the_wrong_shape_are_refused(self, mutate, fragment):
+        results = json.loads(json.dumps(RESULTS))
+        mutate(results)
+
+        with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
+            check_results(results)
+
+
+class TestSuccess:
+    def test_post_sends_headers_auth_and_body(self, fake_api, sleep):
+        client = client_for(fake_api, sleep)
+
+        result = client.post("23", "41", payload())
+
+        (record,) = fake_api.records()
+        assert (result.status, result.attempts) == (200, 1)
+        assert result.url == f"{fake_api.base_url}/api/user/23/installation/41/reports"
+        assert record["accepted"] is True
+        assert (record["user_id"], record["installation_id"]) == ("23", "41")
+        expected_auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        assert record["headers"]["Authorization"] == expected_auth
+        assert record["headers"]["Content-Type"] == "application/json"
+        assert record["headers"]["Accept"] == "application/json"
+        assert record["headers"]["User-Agent"] == f"tix-time-processor/{__version__}"
+        assert record["body"] == encode_json(payload()).decode("utf-8")
+
+    @pytest.mark.parametrize("status", [201, 204])
+    def test_201_and_204_count_as_success(self, fake_api, sleep, status):
+        fake_api.set_behaviour(status=status)
+
+        result = client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert result.status == status
+        assert len(fake_api.accepted()) == 1
+
+    def test_slow_answer_within_the_timeout_succeeds(self, fake_api, sleep):
+        fake_api.set_behaviour(delay_s=0.3)
+
+        result = client_for(fake_api, sleep, timeout_s=5.0).post("23", "41", payload())
+
+        assert result.status == 200
+
+    def test_consecutive_posts_reuse_one_keep_alive_connection(self, fake_api, sleep):
+        client = client_for(fake_api, sleep)
+
+        client.post("23", "41", payload())
+        client.post("23", "42", payload())
+
+        first, second = fake_api.records()
+        assert first["client_port"] == second["client_port"]
+
+    def test_a_forked_process_opens_its_own_session(self, fake_api, sleep):
+        """§5.3: the session is never inherited through fork."""
+        client = client_for(fake_api, sleep)
+        client.post("23", "41", payload())
+        context = multiprocessing.get_context("fork")
+        process = context.Process(target=client.post, args=("23", "42", payload()))
+
+        process.start()
+        process.join(30)
+
+        records = wait_for_records(fake_api, 2)
+        assert process.exitcode == 0
+        assert [r["installation_id"] for r in records] == ["41", "42"]
+        assert records[0]["client_port"] != records[1]["client_port"]
+
+    def test_fence_is_called_before_the_request(self, fake_api, sleep):
+        calls = []
+
+        client_for(fake_api, sleep).post("23", "41", payload(), fence=lambda: calls.append(len(fake_api.records())))
+
+        assert calls == [0]
+
+
+class TestFailures:
+    def test_wrong_credentials_are_rejected_once_with_an_error_log_and_no_secret(self, fake_api, sleep, caplog):
+        client = ApiClient(fake_api.base_url, user=USER, password="wrong-password", timeout_s=5, sleep=sleep)
+
+        with caplog.at_level(logging.DEBUG, logger="processor.api"), pytest.raises(ApiUnavailable) as caught:
+            client.post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.status, caught.value.attempts) == ("credentials_rejected", 401, 1)
+        assert len(fake_api.records()) == 1
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert [r.getMessage().split(" url=")[0] for r in errors] == ["tix-api rejected the credentials"]
+        rendered = " ".join(r.getMessage() for r in caplog.records)
+        assert "wrong-password" not in rendered
+        assert "Basic " not in rendered
+
+    def test_non_admin_user_posting_for_another_user_is_rejected(self, fake_api, sleep):
+        client = ApiClient(fake_api.base_url, user="alice", password="pw", timeout_s=5, sleep=sleep)
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client.post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.status) == ("credentials_rejected", 401)
+        assert client.post("5", "1", payload()).status == 200
+
+    def test_403_is_a_credentials_failure(self, fake_api, sleep):
+        fake_api.set_behaviour(status=403)
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.attempts) == ("credentials_rejected", 1)
+
+    @pytest.mark.parametrize("status", [400, 409, 413, 422])
+    def test_content_rejection_is_not_retried_and_keeps_the_api_usable(self, fake_api, sleep, status):
+        fake_api.set_behaviour(status=status)
+
+        with pytest.raises(ApiRejected) as caught:
+            client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.status, caught.value.attempts) == ("content_rejected", status, 1)
+        assert not isinstance(caught.value, ApiUnavailable)
+        assert len(fake_api.records()) == 1
+        assert sleep.waits == []
+
+    @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+    def test_server_errors_are_tried_three_times(self, fake_api, sleep, status):
+        fake_api.set_behaviour(status=status)
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.status, caught.value.attempts) == ("server_error", status, 3)
+        assert len(fake_api.records()) == 3
+        assert len(sleep.waits) == 2
+        assert 1.0 <= sleep.waits[0] <= 1.5
+        assert 2.0 <= sleep.waits[1] <= 2.5
+
+    def test_a_server_error_followed_by_success_is_a_success(self, fake_api, sleep):
+        fake_api.script(Behaviour(status=500))
+
+        result = client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert (result.status, result.attempts) == (200, 2)
+        assert [r["status"] for r in fake_api.records()] == [500, 200]
+
+    def test_retry_after_of_503_is_honoured_up_to_10_seconds(self, fake_api, sleep):
+        fake_api.script(Behaviour(status=503, retry_after="4"), Behaviour(status=503, retry_after="3600"))
+
+        client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert 4.0 <= sleep.waits[0] <= 4.5
+        assert sleep.waits[1] == 10.0
+
+    @pytest.mark.parametrize("status", [302, 307, 404, 418])
+    def test_other_statuses_fail_without_retry_and_redirects_are_not_followed(self, fake_api, sleep, status):
+        fake_api.set_behaviour(status=status)
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.status, caught.value.attempts) == ("unexpected_status", status, 1)
+        assert len(fake_api.records()) == 1
+
+    def test_answer_slower_than_the_timeout_is_a_read_timeout_without_retry(self, fake_api, sleep):
+        fake_api.set_behaviour(delay_s=3.0)
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep, timeout_s=0.3).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.attempts, caught.value.ambiguous) == ("read_timeout", 1, True)
+        (record,) = wait_for_records(fake_api, 1)
+        assert (record["outcome"], record["accepted"]) == ("client_gone", False)
+
+    def test_hanging_server_ends_with_a_read_timeout(self, fake_api, sleep):
+        fake_api.set_behaviour(action="hang")
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep, timeout_s=0.3).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.attempts) == ("read_timeout", 1)
+        (record,) = wait_for_records(fake_api, 1)
+        assert record["outcome"] == "hang"
+
+    def test_reset_after_sending_is_a_lost_connection_without_retry(self, fake_api, sleep):
+        fake_api.set_behaviour(action="reset")
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.attempts, caught.value.ambiguous) == ("connection_lost", 1, True)
+
+    def test_store_then_drop_is_ambiguous_and_the_fake_counts_it_as_stored(self, fake_api, sleep):
+        fake_api.set_behaviour(action="store_then_drop")
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.ambiguous) == ("connection_lost", True)
+        assert len(wait_for_records(fake_api, 1)) == 1
+        assert len(fake_api.accepted()) == 1
+
+    def test_refused_connection_is_tried_three_times(self, sleep):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        client = ApiClient(f"http://127.0.0.1:{port}", user=USER, password=PASSWORD, timeout_s=2, sleep=sleep)
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client.post("23", "41", payload())
+
+        assert (caught.value.reason, caught.value.attempts, caught.value.ambiguous) == ("connect_failed", 3, False)
+        assert len(sleep.waits) == 2
+
+    def test_missing_credentials_make_no_request(self, fake_api, sleep):
+        client = ApiClient(fake_api.base_url, user=USER, password=None, timeout_s=5, sleep=sleep)
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client.post("23", "41", payload())
+
+        assert caught.value.reason == "missing_credentials"
+        assert fake_api.records() == []
+
+    def test_fence_that_raises_stops_the_post_before_sending(self, fake_api, sleep):
+        class LockLost(Exception):
+            pass
+
+        def fence() -> None:
+            raise LockLost
+
+        with pytest.raises(LockLost):
+            client_for(fake_api, sleep).post("23", "41", payload(), fence=fence)
+
+        assert fake_api.records() == []
+
+    def test_fence_runs_before_every_attempt(self, fake_api, sleep):
+        fake_api.set_behaviour(status=503)
+        calls = []
+
+        with pytest.raises(ApiUnavailable):
+            client_for(fake_api, sleep).post("23", "41", payload(), fence=lambda: calls.append(1))
+
+        assert len(calls) == 3
+
+
+class TestMissingCredentialsWarning:
+    def test_is_logged_once_per_process(self, caplog, monkeypatch):
+        import processor.api
+
+        monkeypatch.setattr(processor.api, "_missing_credentials_warned_pid", None)
+        client = ApiClient("http://127.0.0.1:9", user=None, password=None, timeout_s=1)
+
+        with caplog.at_level(logging.WARNING, logger="processor.api"):
+            assert warn_if_missing_credentials(client) is True
+            assert warn_if_missing_credentials(client) is True
+
+        assert [r.getMessage() for r in caplog.records] == [
+            "TIX_API_USER or TIX_API_PASSWORD is not set: results are kept in failed-results"
+        ]
+
+    def test_nothing_is_logged_with_credentials(self, caplog):
+        client = ApiClient("http://127.0.0.1:9", user=USER, password=PASSWORD, timeout_s=1)
+
+        with caplog.at_level(logging.WARNING, logger="processor.api"):
+            assert warn_if_missing_credentials(client) is False
+
+        assert caplog.records == []
+
+
+class TestFakeApiAsAProcess:
+    def test_standalone_fake_is_switched_at_run_time_and_logs_every_request(self, tmp_path, sleep):
+        """The service tests run the fake as its own process and control it over HTTP."""
+        from tests.fake_api import read_log, start_fake_api_process
+
+        process, control, log_path = start_fake_api_process(tmp_path, admin_user=USER, admin_password=PASSWORD)
+        try:
+            client = ApiClient(control.base_url, user=USER, password=PASSWORD, timeout_s=5, sleep=sleep)
+            client.post("23", "41", payload())
+            control.set_behaviour(status=400, installation="23/41")
+            with pytest.raises(ApiRejected):
+                client.post("23", "41", payload())
+            client.post("23", "42", payload())
+            control.script(Behaviour(status=503))
+            client.post("23", "42", payload())
+
+            records = control.records()
+        finally:
+            process.terminate()
+            process.wait(10)
+
+        assert [(r["installation_id"], r["status"]) for r in records] == [
+            ("41", 200),
+            ("41", 400),
+            ("42", 200),
+            ("42", 503),
+            ("42", 200),
+        ]
+        assert [r["accepted"] for r in read_log(log_path)] == [True, False, True, False, True]
+        assert process.returncode == 0
