@@ -1,0 +1,486 @@
+"""Tests of processor.calibration: description schemas, expected usage, network log, table, CSV, plots, command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from processor.calibration import plots
+from processor.calibration.command import CSV_NAME, EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_arguments, run
+from processor.calibration.description import Step, expected_usage, load_description, parse_description
+from processor.calibration.netusage import BadNetworkUsage, group_network_usage, read_network_usage
+from processor.calibration.table import (
+    COLUMNS,
+    NO_REPORT_FILES,
+    NO_WINDOW,
+    analyse_batch,
+    batch_directories,
+    calibrate,
+    summary,
+)
+from processor.errors import BadDescription
+from processor.reports.files import report_json
+from processor.reports.records import Observations, observations
+
+#: Start of the synthetic experiments: 08:00 UTC, far from any midnight wrap of the clocks.
+START_S = 1_700_035_200
+#: The client's own address, as a client log carries it (reports spec §4).
+CLIENT_ADDRESS = "192.168.1.34:4501"
+#: Server clock minus client clock in the synthetic data, in nanoseconds.
+OFFSET_NS = 2_000_000_000
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test data: client logs written with the project's report writer (shared with test_formatter and test_notebook).
+
+
+def probes(start_s: int, count: int, rng: np.random.Generator, *, queued_share: float = 0.3, per_second: int = 1):
+    """
+    ``count`` short-probe records from ``start_s``, ``per_second`` of them per second.
+
+    One-way times are a base (8-9 ms) plus sub-millisecond jitter, plus, for a ``queued_share`` of the probes, an
+    exponential queueing delay of 4 ms mean; t1..t4 are nanoseconds of the UTC day (no wrap in these runs).
+    """
+    ts = start_s + np.arange(count) // per_second
+    t1 = (ts % 86_400) * 1_000_000_000 + rng.integers(0, 1_000_000, count)
+    up = 8_000_000 + rng.exponential(300_000, count) + (rng.random(count) < queued_share) * rng.exponential(4e6, count)
+    down = (
+        9_000_000 + rng.exponential(300_000, count) + (rng.random(count) < queued_share) * rng.exponential(4e6, count)
+    )
+    t2 = t1 + OFFSET_NS + up.astype(np.int64)
+    t3 = t2 + 100_000
+    t4 = t3 - OFFSET_NS + down.astype(np.int64)
+    return observations(ts, t1, t2, t3, t4)
+
+
+def write_log(directory: Path, records: Observations, rng: np.random.Generator) -> Path:
+    """Write one client log named ``<epoch ms>-tix-log.json`` after its first record (reports spec §4, 2nd variant)."""
+    path = directory / f"{int(records['ts'][0]) * 1000 + 417}-tix-log.json"
+    path.write_bytes(report_json(records, from_address=CLIENT_ADDRESS, user_id=0, installation_id=0, rng=rng))
+    return path
+
+
+def write_logs(directory: Path, start_s: int, files: int, rng: np.random.Generator, **probe_options) -> list[Path]:
+    """``files`` consecutive one-minute client logs of 60 records from ``start_s``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [write_log(directory, probes(start_s + 60 * i, 60, rng, **probe_options), rng) for i in range(files)]
+
+
+def write_batches(root: Path, rng: np.random.Generator, *, batches: int = 4, step_s: int = 540) -> list[Path]:
+    """``batches`` batch directories of 19 one-minute logs each, starting ``step_s`` apart, named after their start."""
+    directories = []
+    for i in range(batches):
+        start_s = START_S + i * step_s
+        write_logs(root / str(start_s), start_s, 19, rng)
+        directories.append(root / str(start_s))
+    return directories
+
+
+NEW_SCHEMA = {
+    "start_time": START_S - 300.5,
+    "max_speed_kbps": 30000,
+    "network_interface": "wlp2s0",
+    "intervals": [
+        {"duration_minutes": 30, "speed_percentage": 100},
+        {"duration_minutes": 30, "speed_percentage": 50},
+        {"duration_minutes": 60, "speed_percentage": 0},
+    ],
+}
+
+OLD_SCHEMA = {
+    "connection_speed": 1500,
+    "experiment": [
+        {"start": START_S - 300, "speed": 1500, "lapse": 1800},
+        {"start": START_S + 1500, "speed": 750, "lapse": 1800},
+        {"start": START_S + 3300, "speed": 0, "lapse": 3600},
+    ],
+}
+
+
+def write_yaml(path: Path, document: dict) -> Path:
+    # JSON is YAML: the description is written without depending on a YAML emitter.
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+def write_network_log(path: Path, start_s: float, rates_kbps: list[float]) -> Path:
+    """A ``network_usage.log``: the header, then one ``<seconds>|<kbit/s>`` line per minute."""
+    lines = ["time_epoch|speed_kbps"] + [f"{start_s + 60 * i + 0.0123}|{rate}" for i, rate in enumerate(rates_kbps)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def cli(*arguments: str | Path) -> int:
+    parser = argparse.ArgumentParser(prog="calibrate")
+    add_arguments(parser)
+    return run(parser.parse_args([str(argument) for argument in arguments]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TestDescription:
+    def test_new_schema_steps_follow_each_other_from_start_time(self):
+        description = parse_description(NEW_SCHEMA)
+
+        start = START_S - 300.5
+        assert "new" == description.schema
+        assert 30000 == description.capacity
+        assert "wlp2s0" == description.network_interface
+        assert (
+            Step(start, start + 1800, 1.0),
+            Step(start + 1800, start + 3600, 0.5),
+            Step(start + 3600, start + 7200, 0.0),
+        ) == description.steps
+
+    def test_old_schema_fraction_is_speed_over_connection_speed(self):
+        description = parse_description(OLD_SCHEMA)
+
+        assert "old" == description.schema
+        assert 1500 == description.capacity
+        assert [1.0, 0.5, 0.0] == [step.fraction for step in description.steps]
+        assert (START_S + 1500, START_S + 3300) == (description.steps[1].start_s, description.steps[1].end_s)
+
+    def test_both_schemas_give_the_spec_example_value(self):
+        """tools.md §2.5: 60 min at 0 % then 60 min at 50 %, batch 1 700 003 300 → 1 700 004 400 gives 0.3636."""
+        new = parse_description(
+            {
+                "start_time": 1_700_000_000,
+                "max_speed_kbps": 30000,
+                "intervals": [
+                    {"duration_minutes": 60, "speed_percentage": 0},
+                    {"duration_minutes": 60, "speed_percentage": 50},
+                ],
+            }
+        )
+        old = parse_description(
+            {
+                "connection_speed": 1500,
+                "experiment": [
+                    {"start": 1_700_000_000, "speed": 0, "lapse": 3600},
+                    {"start": 1_700_003_600, "speed": 750, "lapse": 3600},
+                ],
+            }
+        )
+
+        for description in (new, old):
+            value = expected_usage(description.steps, 1_700_003_300, 1_700_004_400)
+            assert pytest.approx(400 / 1100, abs=1e-15) == value
+            assert "0.3636" == f"{value:.4f}"
+
+    def test_document_in_neither_schema_is_rejected(self):
+        with pytest.raises(BadDescription, match="neither"):
+            parse_description({"connection_speed": 1500})
+
+    def test_missing_or_non_numeric_value_is_named(self):
+        with pytest.raises(BadDescription, match="max_speed_kbps"):
+            parse_description({"start_time": 1, "intervals": []})
+        with pytest.raises(BadDescription, match=r"experiment\[0\]\.speed"):
+            parse_description({"connection_speed": 1500, "experiment": [{"start": 1, "speed": "fast", "lapse": 60}]})
+
+    def test_file_is_read_with_a_safe_loader(self, tmp_path):
+        """A Python object tag is not constructed: the file is rejected as invalid YAML."""
+        path = tmp_path / "description.yml"
+        path.write_text("connection_speed: !!python/object/apply:os.getcwd []\nexperiment: []\n")
+
+        with pytest.raises(BadDescription, match="YAML"):
+            load_description(path)
+
+    def test_yaml_file_of_the_old_schema_loads(self, tmp_path):
+        path = tmp_path / "description.yml"
+        path.write_text(
+            "connection_speed: 1750\nexperiment:\n  - start: 1511668800\n    speed: 1500\n    lapse: 3600\n"
+        )
+
+        description = load_description(path)
+
+        assert (Step(1511668800, 1511672400, 1500 / 1750),) == description.steps
+
+
+class TestExpectedUsage:
+    STEPS = (Step(1000, 2000, 0.2), Step(2000, 3000, 0.6), Step(3000, 4000, 0.6), Step(4000, 5000, 1.0))
+
+    def test_batch_inside_one_step_expects_its_fraction(self):
+        assert 0.2 == expected_usage(self.STEPS, 1100, 1900)
+
+    def test_batch_over_two_steps_is_time_weighted(self):
+        assert pytest.approx((200 * 0.2 + 300 * 0.6) / 500, abs=1e-15) == expected_usage(self.STEPS, 1800, 2300)
+
+    def test_equal_fractions_give_that_fraction(self):
+        assert 0.6 == expected_usage(self.STEPS, 2500, 3500)
+
+    def test_batch_starting_before_the_schedule_expects_the_end_step(self):
+        assert 0.2 == expected_usage(self.STEPS, 500, 1500)
+
+    def test_batch_ending_after_the_schedule_expects_the_start_step(self):
+        assert 1.0 == expected_usage(self.STEPS, 4500, 5500)
+
+    def test_batch_outside_the_schedule_has_no_expected_usage(self):
+        assert expected_usage(self.STEPS, 100, 900) is None
+        assert expected_usage(self.STEPS, 5000, 5600) is None
+
+    def test_middle_steps_of_a_long_batch_are_ignored_as_in_the_original(self):
+        """Weights (2000 − 1900) and (4100 − 4000) over 2200 s: the 2000 s of the middle steps count for nothing."""
+        assert pytest.approx((100 * 0.2 + 100 * 1.0) / 2200, abs=1e-15) == expected_usage(self.STEPS, 1900, 4100)
+
+    def test_step_end_is_exclusive(self):
+        assert 0.6 == expected_usage(self.STEPS, 2000, 2000)
+
+
+class TestNetworkUsage:
+    def test_log_is_read_without_its_header(self, tmp_path):
+        path = write_network_log(tmp_path / "network_usage.log", 1_700_000_060, [3.1866666666666665, 1200.5])
+
+        samples = read_network_usage(path)
+
+        assert [1_700_000_060.0123, 1_700_000_120.0123] == pytest.approx(samples["time_s"].tolist(), abs=1e-6)
+        assert [3.1866666666666665, 1200.5] == samples["rate_kbps"].tolist()
+
+    def test_groups_of_nine_samples_average_and_drop_the_incomplete_tail(self, tmp_path):
+        rates = [float(i) for i in range(20)]
+        samples = read_network_usage(write_network_log(tmp_path / "network_usage.log", 1_700_000_000, rates))
+
+        groups = group_network_usage(samples)
+
+        assert [4.0, 13.0] == groups["rate_kbps"].tolist()
+        assert pytest.approx([1_700_000_000.0123, 1_700_000_540.0123], abs=1e-6) == groups["time_s"].tolist()
+
+    def test_malformed_line_is_rejected_with_its_number(self, tmp_path):
+        path = tmp_path / "network_usage.log"
+        path.write_text("time_epoch|speed_kbps\n1700000000.0|12.5\n1700000060.0;13\n")
+
+        with pytest.raises(BadNetworkUsage, match="line 3"):
+            read_network_usage(path)
+
+
+class TestBatches:
+    def test_only_decimal_directories_are_batches_in_numeric_order(self, tmp_path):
+        for name in ("900", "1000", "README.d", "x12"):
+            (tmp_path / name).mkdir()
+        (tmp_path / "1100").write_text("a stray file")
+
+        assert ["900", "1000"] == [path.name for path in batch_directories(tmp_path)]
+
+    def test_batch_of_one_window_is_analysed_read_only(self, tmp_path):
+        rng = np.random.default_rng(11)
+        (directory,) = write_batches(tmp_path, rng, batches=1)
+        before = {path.name: path.read_bytes() for path in directory.iterdir()}
+
+        outcome = analyse_batch(directory)
+
+        assert outcome.reason is None
+        assert 19 == outcome.report_files
+        assert START_S + 19 * 60 - 1 == outcome.results["timestamp"]
+        assert before == {path.name: path.read_bytes() for path in directory.iterdir()}
+
+    def test_empty_file_in_a_batch_is_left_out(self, tmp_path):
+        rng = np.random.default_rng(12)
+        (directory,) = write_batches(tmp_path, rng, batches=1)
+        (directory / f"{START_S * 1000 + 30_000}-tix-log.json").write_bytes(b"")
+
+        outcome = analyse_batch(directory)
+
+        assert outcome.reason is None
+        assert 19 == outcome.report_files
+
+    def test_batch_below_1084_records_has_no_window(self, tmp_path):
+        write_logs(tmp_path / str(START_S), START_S, 5, np.random.default_rng(13))
+
+        assert NO_WINDOW == analyse_batch(tmp_path / str(START_S)).reason
+
+    def test_batch_without_report_files_says_so(self, tmp_path):
+        (tmp_path / "1700000000").mkdir()
+
+        assert NO_REPORT_FILES == analyse_batch(tmp_path / "1700000000").reason
+
+    def test_batch_spanning_less_than_ten_minutes_is_not_analysable(self, tmp_path):
+        """19 logs of 60 records at 4 a second span under 5 minutes: reason span_too_short (analysis.md §10)."""
+        directory = tmp_path / str(START_S)
+        directory.mkdir()
+        rng = np.random.default_rng(14)
+        for i in range(19):
+            write_log(directory, probes(START_S + 15 * i, 60, rng, per_second=4), rng)
+
+        outcome = analyse_batch(directory)
+
+        assert (None, "span_too_short", 19) == (outcome.results, outcome.reason, outcome.report_files)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    """A synthetic experiment: 4 analysable batches, one without a window, one not analysable, one empty, strays."""
+    root = tmp_path_factory.mktemp("experiment")
+    batches = root / "batches"
+    rng = np.random.default_rng(2024)
+    write_batches(batches, rng, batches=4)
+    write_logs(batches / str(START_S + 4 * 540), START_S + 4 * 540, 5, rng)  # no window
+    short = batches / str(START_S + 5 * 540)
+    short.mkdir()
+    for i in range(19):
+        write_log(short, probes(START_S + 5 * 540 + 15 * i, 60, rng, per_second=4), rng)
+    (batches / str(START_S + 6 * 540)).mkdir()  # no report files
+    (batches / "README").write_text("stray top-level file")
+    write_log(batches, probes(START_S + 9000, 60, rng), rng)  # a stray top-level log: belongs to no batch
+    write_yaml(root / "old.yml", OLD_SCHEMA)
+    write_yaml(root / "new.yml", NEW_SCHEMA)
+    write_network_log(root / "network_usage.log", START_S, [1500.0 * 8 * (1 - i / 60) for i in range(60)])
+    return root
+
+
+class TestCalibrationTable:
+    def test_one_row_per_batch_directory_with_empty_cells_when_not_analysed(self, experiment):
+        table = calibrate(experiment / "batches", experiment / "old.yml").table
+
+        assert list(COLUMNS) == list(table.columns)
+        assert [str(START_S + i * 540) for i in range(7)] == table["batch"].tolist()
+        assert ["", "", "", "", NO_WINDOW, "span_too_short", NO_REPORT_FILES] == table["reason"].tolist()
+        assert table.loc[:3, "down_usage"].notna().all()
+        not_analysed = table.loc[4:, ["batch_end", "down_usage", "up_hurst_rs", "expected_downstream_usage", "error"]]
+        assert not_analysed.isna().all().all()
+
+    @pytest.mark.parametrize("schema", ["old.yml", "new.yml"])
+    def test_expected_usage_is_what_the_description_implies(self, experiment, schema):
+        description = load_description(experiment / schema)
+        table = calibrate(experiment / "batches", experiment / schema).table
+
+        for row in table[table["down_usage"].notna()].itertuples():
+            expected = expected_usage(description.steps, row.batch_start, row.batch_end)
+            assert expected == row.expected_downstream_usage
+            assert abs(expected - row.down_usage) == row.error
+            assert (row.error / expected if expected else row.error) == row.relative_error
+
+    def test_batch_over_a_step_change_is_time_weighted(self, experiment):
+        """Old schema: 100 % until START_S + 1500, then 50 %; batch i runs from START_S + 540·i for 1139 s."""
+        table = calibrate(experiment / "batches", experiment / "old.yml").table
+
+        assert [START_S + 540 * i + 1139 for i in range(4)] == table.loc[:3, "batch_end"].tolist()
+        assert 1.0 == table.loc[0, "expected_downstream_usage"]
+        assert pytest.approx((960 * 1.0 + 179 * 0.5) / 1139, abs=1e-15) == table.loc[1, "expected_downstream_usage"]
+        assert pytest.approx((420 * 1.0 + 719 * 0.5) / 1139, abs=1e-15) == table.loc[2, "expected_downstream_usage"]
+        assert 0.5 == table.loc[3, "expected_downstream_usage"]
+
+    def test_network_groups_pair_with_compared_rows_by_position(self, experiment):
+        calibration = calibrate(experiment / "batches", experiment / "old.yml", experiment / "network_usage.log")
+        table = calibration.table
+        groups = calibration.network_groups
+
+        assert 6 == len(groups)  # 60 samples → 6 complete groups of 9
+        paired = table[table["actual_usage"].notna()]
+        assert [0, 1, 2, 3] == paired.index.tolist()  # the 4 analysed rows, fewer than the groups
+        assert groups["rate_kbps"].tolist()[:4] == paired["actual_rate_kbps"].tolist()
+        assert (paired["actual_rate_kbps"] / 1500).tolist() == paired["actual_usage"].tolist()
+        assert (paired["actual_usage"] - paired["down_usage"]).abs().tolist() == paired["actual_error"].tolist()
+        assert (paired["actual_error"] / paired["actual_usage"]).tolist() == paired["actual_relative_error"].tolist()
+
+    def test_empty_network_file_name_means_no_network_log(self, experiment):
+        calibration = calibrate(experiment / "batches", experiment / "old.yml", "")
+
+        assert calibration.network_groups is None
+        assert calibration.table["actual_usage"].isna().all()
+
+    def test_summary_counts_windows_and_averages_the_error_column(self, experiment):
+        table = calibrate(experiment / "batches", experiment / "new.yml").table
+
+        result = summary(table)
+
+        assert (7, 4, 3) == (result["batches"], result["windows"], result["not_analysable"])
+        assert {NO_WINDOW: 1, "span_too_short": 1, NO_REPORT_FILES: 1} == result["reasons"]
+        assert table["error"].mean() == result["mae"]
+        assert table["error"].median() == result["median_ae"]
+        assert result["actual_mae"] is None
+
+    def test_every_figure_renders_as_png(self, experiment):
+        calibration = calibrate(experiment / "batches", experiment / "old.yml", experiment / "network_usage.log")
+
+        figures = plots.figures(calibration.table, calibration.network_groups)
+
+        expected = ["usage", "actual-rate", "usage-actual", "error", "relative-error", "actual-error"]
+        assert [*expected, "actual-relative-error", "scatter"] == list(figures)
+        assert all(plots.png_bytes(figure).startswith(PNG_MAGIC) for figure in figures.values())
+        assert ["Downstream usage", "Expected downstream usage"] == [
+            text.get_text() for text in figures["usage"].axes[0].get_legend().get_texts()
+        ]
+
+
+class TestCalibrateCommand:
+    def test_writes_csv_plots_and_a_summary_whose_mae_is_the_csv_mean(self, experiment, tmp_path, capsys):
+        status = cli("--batches", experiment / "batches", "--description", experiment / "old.yml", "--out", tmp_path)
+
+        out, err = capsys.readouterr()
+        result = json.loads(out.strip().splitlines()[-1])
+        csv = pd.read_csv(tmp_path / CSV_NAME)
+        assert EXIT_OK == status
+        assert 7 == len(csv)
+        assert list(COLUMNS) == list(csv.columns)
+        assert 4 == result["windows"]
+        assert math.isclose(csv["error"].mean(), result["mae"], rel_tol=0, abs_tol=1e-12)
+        assert math.isclose(csv["error"].median(), result["median_ae"], rel_tol=0, abs_tol=1e-12)
+        assert csv.loc[4:, "down_usage"].isna().all()
+        for stem in ("usage", "error", "relative-error", "scatter"):
+            assert (tmp_path / f"{stem}.png").read_bytes().startswith(PNG_MAGIC)
+        assert not (tmp_path / "actual-rate.png").exists()
+        assert f"batch not analysable batch={START_S + 5 * 540} reason=span_too_short" in err
+
+    def test_network_log_adds_the_actual_usage_plots(self, experiment, tmp_path, capsys):
+        status = cli(
+            "--batches", experiment / "batches", "--description", experiment / "new.yml",
+            "--net-usage", experiment / "network_usage.log", "--out", tmp_path / "made",
+        )  # fmt: skip
+
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        csv = pd.read_csv(tmp_path / "made" / CSV_NAME)
+        assert EXIT_OK == status
+        assert 4 == result["actual_compared"]
+        assert 4 == csv["actual_usage"].notna().sum()
+        for stem in ("actual-rate", "usage-actual", "actual-error", "actual-relative-error"):
+            assert (tmp_path / "made" / f"{stem}.png").is_file()
+
+    def test_description_in_no_schema_is_a_usage_error_and_writes_nothing(self, experiment, tmp_path, capsys):
+        bad = write_yaml(tmp_path / "bad.yml", {"speed": 3})
+
+        status = cli("--batches", experiment / "batches", "--description", bad, "--out", tmp_path / "out")
+
+        assert EXIT_USAGE == status
+        assert "neither" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+
+    def test_directory_without_batches_fails(self, experiment, tmp_path, capsys):
+        status = cli("--batches", tmp_path, "--description", experiment / "old.yml", "--out", tmp_path / "out")
+
+        assert EXIT_FAILED == status
+        assert "no batch directory" in capsys.readouterr().err
+
+
+class TestSharedCalibrationData:
+    def test_experiment_1b_matches_the_reference_results_and_its_schedule(self, shared_data, tmp_path, capsys):
+        """Reference: data/reference/calibration-batch-test-report-1b.json; parity rule of data/README.md."""
+        experiment = shared_data / "calibration" / "batch-test-report-1b"
+        reference = json.loads((shared_data / "reference" / "calibration-batch-test-report-1b.json").read_text())
+
+        status = cli("--batches", experiment, "--description", experiment / "description.yml", "--out", tmp_path)
+
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        csv = pd.read_csv(tmp_path / CSV_NAME)
+        assert EXIT_OK == status
+        assert sorted(reference) == csv["batch"].astype(str).tolist()
+        assert (15, 15) == (result["batches"], result["windows"])
+        for row in csv.itertuples():
+            expected = reference[str(row.batch)]
+            if expected["error"] is not None or expected["crosses_midnight"]:
+                continue
+            assert expected["results"]["timestamp"] == row.batch_end
+            assert pytest.approx(expected["results"]["downstream"]["usage"], abs=1e-9) == row.down_usage
+            assert pytest.approx(expected["results"]["upstream"]["quality"], abs=1e-9) == row.up_quality
+            assert pytest.approx(expected["results"]["downstream"]["hurst"]["rs"], abs=1e-6) == row.down_hurst_rs
+        # Batch 1505084037 … 1505085224 crosses 1505084820 (1500 → 1125 KB/s of 1500): (783·1 + 404·0.75) / 1187.
+        row = csv[csv["batch"] == 1505084037].iloc[0]
+        assert 1505085224 == row["batch_end"]
+        assert pytest.approx((783 * 1.0 + 404 * 0.75) / 1187, abs=1e-15) == row["expected_downstream_usage"]
+        assert math.isclose(csv["error"].mean(), result["mae"], abs_tol=1e-12)
