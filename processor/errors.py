@@ -116,7 +116,7 @@ class ResolverUnavailable(ProcessorError):
     """An IP-to-AS backend failed (connection, timeout, SQL error, unreadable file); never leaves the resolver."""
 
 
-BadFailedResultReason = Literal["unreadable", "not_json", "bad_results", "bad_ip", "bad_as"]
+BadFailedResultReason = Literal["unreadable", "not_json", "bad_results", "bad_ip"]
 
 
 class BadFailedResult(ProcessorError):

@@ -335,6 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             record["outcome"] = "reset"
             self.close_connection = True
+            self._store_pending()  # recorded before the client can see the reset
             self.rfile.close()
             self.wfile.close()
             self.connection.close()
@@ -344,6 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
             record["outcome"] = "dropped"
             record["accepted"] = True
             self.close_connection = True
+            self._store_pending()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         status = behaviour.status

@@ -1,0 +1,463 @@
+"""The ``failed-results/`` directory of an installation: backed-up results, their re-sending and rejection (§6)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from processor.api import build_payload, check_results, encode_json
+from processor.atomic import atomic_write_bytes, fsync_directory
+from processor.errors import ApiError, ApiRejected, BadFailedResult
+
+logger = logging.getLogger(__name__)
+
+#: Name of the directory inside an installation [Original].
+FAILED_RESULTS_DIR = "failed-results"
+
+#: Sub-directory of results that tix-api rejected or that cannot be read (S6); never re-sent automatically.
+REJECTED_DIR = "rejected"
+
+#: Names of failed-results files: ``failed-report-<timestamp>.json`` or ``failed-report-<timestamp>-<n>.json``.
+FAILED_NAME_RE = re.compile(r"^failed-report-([0-9]+)(-([0-9]+))?\.json$")
+
+#: Mode of the directories ``failed-results/`` and ``rejected/``.
+DIRECTORY_MODE = 0o750
+
+#: Mode of a failed-results file.
+FILE_MODE = 0o640
+
+#: Largest failed-results file read for a re-send, in bytes; larger ones are rejected as unreadable.
+MAX_FILE_BYTES = 1 << 20
+
+
+def failed_result_name(timestamp: int, n: int = 0) -> str:
+    """``failed-report-<timestamp>.json`` for n = 0, else ``failed-report-<timestamp>-<n>.json``."""
+    return f"failed-report-{timestamp:d}.json" if n == 0 else f"failed-report-{timestamp:d}-{n:d}.json"
+
+
+def _normal_results(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The results dict of analysis.md §7.7 as plain JSON types, keys in the documented order (usage unclamped)."""
+    check_results(results)
+
+    def direction(block: Mapping[str, Any]) -> dict[str, Any]:
+        hurst = block["hurst"]
+        return {
+            "usage": float(block["usage"]),
+            "quality": float(block["quality"]),
+            "hurst": {"wavelet": float(hurst["wavelet"]), "rs": float(hurst["rs"])},
+        }
+
+    return {
+        "timestamp": int(results["timestamp"]),
+        "upstream": direction(results["upstream"]),
+        "downstream": direction(results["downstream"]),
+    }
+
+
+def failed_result_document(
+    results: Mapping[str, Any], *, ip: str, asn: int | None, as_owner: str | None
+) -> dict[str, Any]:
+    """``{"results", "ip", "asn", "asOwner"}`` in that order (§6.1); ``results`` keeps the unclamped usage."""
+    return {
+        "results": _normal_results(results),
+        "ip": ip,
+        "asn": None if asn is None else int(asn),
+        "asOwner": as_owner,
+    }
+
+
+def failed_result_bytes(results: Mapping[str, Any], *, ip: str, asn: int | None, as_owner: str | None) -> bytes:
+    """The content of a failed-results file, UTF-8 JSON with the standard separators."""
+    return encode_json(failed_result_document(results, ip=ip, asn=asn, as_owner=as_owner))
+
+
+def ensure_failed_results_dir(installation_dir: Path) -> Path:
+    """Create ``<installation>/failed-results/`` with mode 0750 if missing [Original]; returns its path."""
+    directory = Path(installation_dir) / FAILED_RESULTS_DIR
+    try:
+        os.mkdir(directory, DIRECTORY_MODE)
+    except FileExistsError:
+        return directory
+    os.chmod(directory, DIRECTORY_MODE)
+    fsync_directory(directory.parent)
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFailedResult:
+    """Where a result was backed up."""
+
+    path: Path
+    created: bool  #: False when the same window's result was already there (nothing written)
+
+
+def _same_window(existing: bytes, document: Mapping[str, Any]) -> bool:
+    """
+    Whether an existing file holds the same window's result as ``document``.
+
+    Same ``results`` and ``ip`` count as the same window even if ``asn``/``asOwner`` differ: the AS comes from a
+    resolver that may have failed in one run and answered in the other, and a second file would make the window
+    be posted twice.
+    """
+    try:
+        data = json.loads(existing)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("results") == document["results"] and data.get("ip") == document["ip"]
+
+
+def write_failed_result(
+    directory: Path,
+    results: Mapping[str, Any],
+    *,
+    ip: str,
+    asn: int | None,
+    as_owner: str | None,
+    fence: Callable[[], None] | None = None,
+) -> StoredFailedResult:
+    """
+    Back one result up in ``failed-results/``, atomically (§6.1, windows.md §9.1).
+
+    The name is ``failed-report-<timestamp>.json``. If it is taken by the same window's result nothing is written;
+    if it is taken by another content the result goes to ``failed-report-<timestamp>-<n>.json`` with the smallest
+    free n ≥ 1 (S6). A same-window file under a ``-<n>`` name met on the way is also recognised.
+
+    Parameters
+    ----------
+    directory : Path
+        The installation's ``failed-results/`` directory; it must exist.
+    results : mapping
+        The results dict of analysis.md §7.7, usage unclamped.
+    ip, asn, as_owner
+        Client address and resolved AS, as in the payload.
+    fence : callable, optional
+        Called immediately before the file is created; raises when the installation lock is lost.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written (disk full, I/O error); nothing is left behind.
+    """
+    directory = Path(directory)
+    document = failed_result_document(results, ip=ip, asn=asn, as_owner=as_owner)
+    data = encode_json(document)
+    timestamp = document["results"]["timestamp"]
+    n = 0
+    while True:
+        path = directory / failed_result_name(timestamp, n)
+        try:
+            existing = path.read_bytes()
+        except FileNotFoundError:
+            if fence is not None:
+                fence()
+            try:
+                atomic_write_bytes(path, data, purpose="failed-result", mode=FILE_MODE, exclusive=True)
+            except FileExistsError:
+                continue  # created meanwhile: look at it again
+            return StoredFailedResult(path, created=True)
+        except IsADirectoryError:
+            n += 1
+            continue
+        if _same_window(existing, document):
+            return StoredFailedResult(path, created=False)
+        n += 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True, slots=True)
+class FailedResultFile:
+    """A file of ``failed-results/`` found by :func:`list_failed_results`."""
+
+    path: Path
+    timestamp: int
+    n: int  #: the ``-<n>`` suffix, 0 when absent
+
+
+def list_failed_results(directory: Path) -> list[FailedResultFile]:
+    """
+    The regular files of ``failed-results/`` with a failed-results name, oldest first: by (timestamp, n).
+
+    Temporary files, other names, symbolic links and ``rejected/`` are ignored; a missing directory gives [].
+    """
+    found: list[FailedResultFile] = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        match = FAILED_NAME_RE.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        found.append(FailedResultFile(Path(entry.path), int(match[1]), int(match[3] or 0)))
+    found.sort(key=lambda item: (item.timestamp, item.n, item.path.name))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class FailedResult:
+    """The content of one failed-results file."""
+
+    path: Path
+    results: dict[str, Any]  #: analysis.md §7.7, usage unclamped
+    ip: str
+    asn: int | None
+    as_owner: str | None
+    has_as: bool  #: False for files of the original, which had no ``asn``/``asOwner``: resolve again
+
+
+def load_failed_result(path: Path) -> FailedResult:
+    """
+    Read and check one failed-results file.
+
+    Raises
+    ------
+    BadFailedResult
+        ``unreadable`` (I/O error, not a regular file, larger than 1 MiB), ``not_json`` (not UTF-8 JSON, or not an
+        object), ``bad_results`` (not the shape of analysis.md §7.7), ``bad_ip`` (``ip`` missing or not a string).
+    """
+    path = Path(path)
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadFailedResult(path, "unreadable", "not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise BadFailedResult(path, "unreadable", f"{info.st_size} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadFailedResult(path, "unreadable", exc.strerror or str(exc)) from exc
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise BadFailedResult(path, "not_json", str(exc)[:100]) from exc
+    if not isinstance(document, dict):
+        raise BadFailedResult(path, "not_json", "not an object")
+    try:
+        results = _normal_results(document.get("results"))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise BadFailedResult(path, "bad_results", str(exc)) from exc
+    ip = document.get("ip")
+    if not isinstance(ip, str):
+        raise BadFailedResult(path, "bad_ip", f"{type(ip).__name__}")
+    asn, owner = document.get("asn"), document.get("asOwner")
+    has_as = (
+        "asn" in document
+        and "asOwner" in document
+        and (asn is None or (isinstance(asn, int) and not isinstance(asn, bool)))
+        and (owner is None or isinstance(owner, str))
+    )
+    if not has_as:
+        asn, owner = None, None
+    return FailedResult(path=path, results=results, ip=ip, asn=asn, as_owner=owner, has_as=has_as)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Removing
+
+
+def _free_name(directory: Path, name: str) -> Path:
+    """``directory/name`` if free, else the same name with the smallest free ``-<k>`` suffix."""
+    candidate = directory / name
+    if not os.path.lexists(candidate):
+        return candidate
+    match = FAILED_NAME_RE.match(name)
+    stem, suffix = (f"failed-report-{match[1]}", ".json") if match else (Path(name).stem, Path(name).suffix)
+    k = int(match[3] or 0) + 1 if match else 1
+    while os.path.lexists(directory / f"{stem}-{k}{suffix}"):
+        k += 1
+    return directory / f"{stem}-{k}{suffix}"
+
+
+def reject_failed_result(path: Path, *, fence: Callable[[], None] | None = None) -> Path:
+    """
+    Move a failed-results file into ``failed-results/rejected/`` (created with mode 0750 on demand).
+
+    A name already present in ``rejected/`` is never overwritten: the file gets a free ``-<k>`` suffix. Returns
+    the new path.
+    """
+    path = Path(path)
+    rejected = path.parent / REJECTED_DIR
+    if fence is not None:
+        fence()
+    try:
+        os.mkdir(rejected, DIRECTORY_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(rejected, DIRECTORY_MODE)
+        fsync_directory(path.parent)
+    while True:
+        target = _free_name(rejected, path.name)
+        try:
+            os.link(path, target)  # never replaces an existing name
+        except FileExistsError:
+            continue
+        break
+    os.unlink(path)
+    fsync_directory(rejected)
+    fsync_directory(path.parent)
+    return target
+
+
+def delete_failed_result(path: Path, *, fence: Callable[[], None] | None = None) -> None:
+    """Delete a failed-results file after tix-api accepted it (fenced); a file already gone is fine."""
+    path = Path(path)
+    if fence is not None:
+        fence()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_directory(path.parent)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Re-sending (§6.2)
+
+
+class _Client(Protocol):
+    @property
+    def has_credentials(self) -> bool: ...
+
+    def post(
+        self, user_id: str, installation_id: str, payload: Mapping[str, Any], *, fence: Callable[[], None] | None = None
+    ) -> Any: ...
+
+
+class _AsInfo(Protocol):
+    asn: int | None
+    owner: str | None
+
+
+class _Resolver(Protocol):
+    def resolve(self, ip: str) -> _AsInfo: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResendSummary:
+    """What one re-send pass did."""
+
+    resent: int = 0  #: accepted by tix-api and deleted
+    rejected: int = 0  #: moved to ``rejected/`` (unreadable, or content rejected by tix-api)
+    remaining: int = 0  #: left in ``failed-results/`` for a later run
+    api_unusable: bool = False  #: a failure that concerns the API as a whole stopped the pass (S6)
+    stopped_by_budget: bool = False  #: ``should_continue`` said stop
+    failure: ApiError | None = None  #: the failure that stopped the pass
+
+
+def resend_failed_results(
+    directory: Path,
+    *,
+    user_id: str,
+    installation_id: str,
+    client: _Client,
+    resolver: _Resolver | None = None,
+    fence: Callable[[], None] | None = None,
+    should_continue: Callable[[], bool] | None = None,
+) -> ResendSummary:
+    """
+    Re-send the files of ``failed-results/``, oldest first (§6.2, D10, S6).
+
+    For each file, while ``should_continue()`` is true: an unreadable or malformed file is moved to
+    ``rejected/``; otherwise its payload (usage clamped) is POSTed, resolving the AS first for files without
+    ``asn``/``asOwner``. Success → the file is deleted; content rejected (400, 409, 413, 422) → moved to
+    ``rejected/``; any other failure → the file is kept and the pass stops with ``api_unusable``.
+
+    Parameters
+    ----------
+    directory : Path
+        The installation's ``failed-results/`` directory.
+    user_id, installation_id : str
+        The installation's ids, for the URL and the logs.
+    client : ApiClient
+        Without credentials nothing is sent and the summary reports ``api_unusable``.
+    resolver : Resolver, optional
+        For files written by the original; without it their AS fields are null.
+    fence : callable, optional
+        Called immediately before every side effect (POST attempt, deletion, move); it raises when the installation
+        lock is lost, and that exception propagates.
+    should_continue : callable, optional
+        Asked before each file; false stops the pass (the run's time budget, §3.5).
+
+    Raises
+    ------
+    OSError
+        When a file cannot be deleted or moved (the run ends with an I/O error).
+    """
+    files = list_failed_results(directory)
+    if not files:
+        return ResendSummary()
+    if not client.has_credentials:
+        return ResendSummary(remaining=len(files), api_unusable=True)
+    resent = rejected = 0
+    for index, item in enumerate(files):
+        if should_continue is not None and not should_continue():
+            return ResendSummary(resent, rejected, len(files) - index, stopped_by_budget=True)
+        try:
+            stored = load_failed_result(item.path)
+        except BadFailedResult as exc:
+            if exc.reason == "unreadable" and not os.path.lexists(item.path):
+                continue  # gone meanwhile
+            reject_failed_result(item.path, fence=fence)
+            rejected += 1
+            logger.warning(
+                "failed result rejected user=%s installation=%s file=%s reason=%s detail=%s",
+                user_id,
+                installation_id,
+                item.path.name,
+                exc.reason,
+                exc.detail,
+            )
+            continue
+        asn, owner = stored.asn, stored.as_owner
+        if not stored.has_as and resolver is not None:
+            answer = resolver.resolve(stored.ip)
+            asn, owner = answer.asn, answer.owner
+        payload = build_payload(stored.results, ip=stored.ip, asn=asn, as_owner=owner)
+        try:
+            answer_status = client.post(user_id, installation_id, payload, fence=fence)
+        except ApiRejected as exc:
+            reject_failed_result(item.path, fence=fence)
+            rejected += 1
+            logger.warning(
+                "failed result rejected user=%s installation=%s file=%s reason=content_rejected status=%s",
+                user_id,
+                installation_id,
+                item.path.name,
+                exc.status,
+            )
+            continue
+        except ApiError as exc:
+            logger.info(
+                "failed results re-send stopped user=%s installation=%s file=%s reason=%s remaining=%d",
+                user_id,
+                installation_id,
+                item.path.name,
+                exc.reason,
+                len(files) - index,
+            )
+            return ResendSummary(resent, rejected, len(files) - index, api_unusable=True, failure=exc)
+        delete_failed_result(item.path, fence=fence)
+        resent += 1
+        logger.info(
+            "failed result re-sent user=%s installation=%s file=%s timestamp=%s status=%s",
+            user_id,
+            installation_id,
+            item.path.name,
+            item.timestamp,
+            getattr(answer_status, "status", None),
+        )
+    return ResendSummary(resent, rejected, 0)
