@@ -458,29 +458,57 @@ class TestCalibrateCommand:
         assert "no batch directory" in capsys.readouterr().err
 
 
+EXPERIMENTS = (
+    "batch-test-report-1b",
+    "batch-test-reports-2b",
+    "batch-test-reports-3b",
+    "batch-test-reports-4b",
+    "batch-test-reports-5b",
+    "batch-test-reports-6b",
+)
+
+
 class TestSharedCalibrationData:
-    def test_experiment_1b_matches_the_reference_results_and_its_schedule(self, shared_data, tmp_path, capsys):
-        """Reference: data/reference/calibration-batch-test-report-1b.json; parity rule of data/README.md."""
-        experiment = shared_data / "calibration" / "batch-test-report-1b"
-        reference = json.loads((shared_data / "reference" / "calibration-batch-test-report-1b.json").read_text())
+    @pytest.mark.parametrize("name", EXPERIMENTS)
+    def test_every_batch_matches_the_reference_results(self, name, shared_data, tmp_path, capsys):
+        """Reference: data/reference/calibration-<name>.json; parity rule of data/README.md (usage, quality 1e-9,
+        Hurst 1e-6, same timestamp) for every batch without error that does not cross midnight."""
+        experiment = shared_data / "calibration" / name
+        reference = json.loads((shared_data / "reference" / f"calibration-{name}.json").read_text())
 
         status = cli("--batches", experiment, "--description", experiment / "description.yml", "--out", tmp_path)
 
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         csv = pd.read_csv(tmp_path / CSV_NAME)
         assert EXIT_OK == status
-        assert sorted(reference) == csv["batch"].astype(str).tolist()
-        assert (15, 15) == (result["batches"], result["windows"])
+        assert sorted(reference, key=int) == csv["batch"].astype(str).tolist()
+        assert (len(reference), len(reference)) == (result["batches"], result["windows"])
+        assert math.isclose(csv["error"].mean(), result["mae"], rel_tol=0, abs_tol=1e-12)
+        compared = 0
         for row in csv.itertuples():
             expected = reference[str(row.batch)]
             if expected["error"] is not None or expected["crosses_midnight"]:
                 continue
-            assert expected["results"]["timestamp"] == row.batch_end
-            assert pytest.approx(expected["results"]["downstream"]["usage"], abs=1e-9) == row.down_usage
-            assert pytest.approx(expected["results"]["upstream"]["quality"], abs=1e-9) == row.up_quality
-            assert pytest.approx(expected["results"]["downstream"]["hurst"]["rs"], abs=1e-6) == row.down_hurst_rs
-        # Batch 1505084037 … 1505085224 crosses 1505084820 (1500 → 1125 KB/s of 1500): (783·1 + 404·0.75) / 1187.
-        row = csv[csv["batch"] == 1505084037].iloc[0]
+            compared += 1
+            results = expected["results"]
+            assert results["timestamp"] == row.batch_end
+            for direction, prefix in (("downstream", "down"), ("upstream", "up")):
+                values = results[direction]
+                assert pytest.approx(values["usage"], abs=1e-9) == getattr(row, f"{prefix}_usage")
+                assert pytest.approx(values["quality"], abs=1e-9) == getattr(row, f"{prefix}_quality")
+                assert pytest.approx(values["hurst"]["rs"], abs=1e-6) == getattr(row, f"{prefix}_hurst_rs")
+                assert pytest.approx(values["hurst"]["wavelet"], abs=1e-6) == getattr(row, f"{prefix}_hurst_wavelet")
+        assert compared >= len(reference) - 2
+
+    def test_expected_usage_of_experiment_1b_follows_its_schedule(self, shared_data):
+        """1b: 1500 KB/s of 1500 from 1505082300, 1125 from 1505084820 (description.yml, old schema)."""
+        experiment = shared_data / "calibration" / "batch-test-report-1b"
+
+        table = calibrate(experiment, experiment / "description.yml").table.set_index("batch")
+
+        # Starts before the schedule, ends in its first step: the end step's fraction.
+        assert (1505082407, 1.0) == tuple(table.loc["1505080698", ["batch_end", "expected_downstream_usage"]])
+        # 1505084037 … 1505085224 crosses 1505084820: (783 s · 1 + 404 s · 0.75) / 1187 s.
+        row = table.loc["1505084037"]
         assert 1505085224 == row["batch_end"]
         assert pytest.approx((783 * 1.0 + 404 * 0.75) / 1187, abs=1e-15) == row["expected_downstream_usage"]
-        assert math.isclose(csv["error"].mean(), result["mae"], abs_tol=1e-12)
