@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import re
 import socket
 import stat
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from processor.errors import UnusableReport
+from processor.failed_results import FAILED_RESULTS_DIR, REJECTED_DIR, list_failed_results
 from processor.reports.files import is_young, read_report, report_candidates
 from processor.reports.lock import DEFAULT_LEASE_S, LOCK_NAME, Holder, pid_alive
 from processor.reports.state import STATE_NAME, LastWindow, State, StateFormatError
@@ -49,12 +49,7 @@ EXIT_USAGE = 2  #: ``--reports`` is not a readable directory; nothing was printe
 #: Base path when ``TIX_REPORTS_BASE_PATH`` is unset or empty (service.md §1, same rule as ``Config.from_env``).
 DEFAULT_REPORTS_BASE = Path("/tmp/reports")
 
-#: Names of failed results that are re-sent (service.md §6.2); other names in ``failed-results/`` are ignored.
-FAILED_RESULT_NAME = re.compile(r"failed-report-([0-9]+)(-([0-9]+))?\.json\Z")
-
-#: Sub-directories of an installation owned by the processor (reports spec §1.2).
-FAILED_RESULTS_DIR = "failed-results"
-REJECTED_DIR = "rejected"
+#: Quarantine of unusable report files inside an installation (reports spec §1.2, change D12).
 INVALID_REPORTS_DIR = "invalid-reports"
 
 #: Largest number of bytes of a lock file read (a real lock holds about 150).
@@ -196,11 +191,12 @@ def count_failed_results(directory: Path) -> tuple[int, int]:
     §6.2; temporary files and other names are ignored); the second every entry of ``failed-results/rejected/``.
     """
     failed_dir = directory / FAILED_RESULTS_DIR
-    failed = sum(
-        1
-        for entry in _entries(failed_dir)
-        if FAILED_RESULT_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
-    )
+    try:
+        real_dir = stat.S_ISDIR(os.lstat(failed_dir).st_mode)
+    except FileNotFoundError:
+        real_dir = False
+    # The same listing the re-send pass uses (service.md §6.2), only for a real directory: no link is followed.
+    failed = len(list_failed_results(failed_dir)) if real_dir else 0
     return failed, len(_entries(failed_dir / REJECTED_DIR))
 
 
