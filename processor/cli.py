@@ -52,9 +52,49 @@ def _analyze(args: argparse.Namespace) -> int:
     return status
 
 
+def _process(args: argparse.Namespace) -> int:
+    """One processing cycle over the whole tree in this process, through the Celery task's code path."""
+    import dataclasses
+    import logging
+
+    from processor import service
+    from processor.config import load_config_or_exit
+
+    config = load_config_or_exit()
+    if args.reports is not None:
+        config = dataclasses.replace(config, reports_base_path=Path(args.reports))
+    if not config.reports_base_path.is_dir():
+        print(f"error: not a directory: {config.reports_base_path}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=config.log_level_number, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    dry_run = args.dry_run or not config.api_credentials_present
+    if dry_run and not args.dry_run:
+        logging.getLogger(__name__).warning("no API credentials: dry run, nothing is posted or deleted")
+    totals: dict[str, int] = {}
+    failed = 0
+
+    def run_one(installation: service.InstallationDir) -> None:
+        nonlocal failed
+        summary = service.process_installation(
+            config, installation.user_id, installation.installation_id, dry_run=dry_run
+        )
+        failed += summary.outcome not in ("done", "busy")
+        for window in summary.windows:
+            totals[window.outcome] = totals.get(window.outcome, 0) + 1
+            if dry_run and window.payload is not None:
+                line = {"user": installation.user_id, "installation": installation.installation_id}
+                print(json.dumps({**line, "payload": window.payload}))
+
+    installations = service.fan_out(config, None, run_one)
+    summary_line = {"installations": installations, "windows": totals, "dry_run": dry_run, "failed_runs": failed}
+    print(json.dumps({"summary": summary_line}))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    from processor import simulate
+    from processor import simulate, status
+    from processor.calibration import command as calibration
 
     parser = argparse.ArgumentParser(
         prog="python -m processor",
@@ -87,6 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_arguments(generate)
     generate.set_defaults(handler=simulate.run)
+
+    process = commands.add_parser(
+        "process",
+        help="run one processing cycle over the whole reports tree in this process (no broker)",
+        description=(
+            "One processing cycle over every installation of the reports tree, in this process, through exactly\n"
+            "the code path of the Celery task. With --dry-run, or without TIX_API_USER/TIX_API_PASSWORD, nothing\n"
+            "is posted, written or deleted: the payloads that would be sent are printed as JSON lines.\n"
+            "The last line is a JSON summary. Configuration comes from the TIX_* variables (see README)."
+        ),
+        epilog="examples:\n  python -m processor process --reports /tmp/reports --dry-run\n"
+        "  TIX_API_USER=admin TIX_API_PASSWORD=... TIX_API_HOST=tix-api python -m processor process",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    process.add_argument("--reports", metavar="DIR", help="reports tree (default: TIX_REPORTS_BASE_PATH)")
+    process.add_argument("--dry-run", action="store_true", help="post nothing, change nothing, print the payloads")
+    process.set_defaults(handler=_process)
+
+    watch = commands.add_parser("status", help="read-only status of the reports tree (table, --json, --prometheus)")
+    status.add_arguments(watch)
+    watch.set_defaults(handler=status.run)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="compare the estimates of a calibration experiment's batches with its ground truth"
+    )
+    calibration.add_arguments(calibrate)
+    calibrate.set_defaults(handler=calibration.run)
     return parser
 
 
