@@ -185,6 +185,12 @@ class TestDescription:
         with pytest.raises(BadDescription, match=r"experiment\[0\]\.speed"):
             parse_description({"connection_speed": 1500, "experiment": [{"start": 1, "speed": "fast", "lapse": 60}]})
 
+    def test_capacity_must_be_positive(self):
+        with pytest.raises(BadDescription, match="max_speed_kbps must be positive"):
+            parse_description({**NEW_SCHEMA, "max_speed_kbps": 0})
+        with pytest.raises(BadDescription, match="connection_speed must be positive"):
+            parse_description({**OLD_SCHEMA, "connection_speed": -1})
+
     def test_file_is_read_with_a_safe_loader(self, tmp_path):
         """A Python object tag is not constructed: the file is rejected as invalid YAML."""
         path = tmp_path / "description.yml"

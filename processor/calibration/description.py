@@ -40,6 +40,13 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _positive(value: Any, where: str) -> float:
+    number = _number(value, where)
+    if number <= 0:
+        raise BadDescription(f"{where} must be positive, got {value!r}")
+    return number
+
+
 def _steps_list(document: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     steps = document[key]
     if not isinstance(steps, list) or not all(isinstance(step, Mapping) for step in steps):
@@ -67,7 +74,7 @@ def parse_description(document: Any) -> Description:
     try:
         if "intervals" in document:
             start_s = _number(document["start_time"], "start_time")
-            capacity = _number(document["max_speed_kbps"], "max_speed_kbps")
+            capacity = _positive(document["max_speed_kbps"], "max_speed_kbps")
             steps = []
             for i, interval in enumerate(_steps_list(document, "intervals")):
                 duration_min = _number(interval["duration_minutes"], f"intervals[{i}].duration_minutes")
@@ -78,9 +85,7 @@ def parse_description(document: Any) -> Description:
             interface = document.get("network_interface")
             return Description("new", tuple(steps), capacity, str(interface) if interface is not None else None)
         if "experiment" in document:
-            capacity = _number(document["connection_speed"], "connection_speed")
-            if capacity <= 0:
-                raise BadDescription(f"connection_speed must be positive, got {capacity!r}")
+            capacity = _positive(document["connection_speed"], "connection_speed")
             steps = []
             for i, item in enumerate(_steps_list(document, "experiment")):
                 start_s = _number(item["start"], f"experiment[{i}].start")
