@@ -160,6 +160,8 @@ class Config:
     rabbitmq_password: str = field(repr=False)
     rabbitmq_host: str
     rabbitmq_port: int
+    #: Broker virtual host (an addition: the original always used ``/``; a shared broker wants its own).
+    rabbitmq_vhost: str
     api_ssl: bool
     api_host: str
     api_port: int | None
@@ -257,6 +259,7 @@ class Config:
             rabbitmq_password=read.text("TIX_RABBITMQ_PASS", default="guest"),
             rabbitmq_host=read.text("TIX_RABBITMQ_HOST", default="localhost", non_empty=True).strip(),
             rabbitmq_port=cast(int, read.integer("TIX_RABBITMQ_PORT", default=5672, low=1, high=65535)),
+            rabbitmq_vhost=read.text("TIX_RABBITMQ_VHOST", default="/", non_empty=True),
             api_ssl=api_ssl,
             api_host=_api_host(read),
             api_port=read.integer("TIX_API_PORT", default=None, low=1, high=65535),
@@ -287,16 +290,21 @@ class Config:
 
     @property
     def broker_url(self) -> str:
-        """``amqp://<user>:<password>@<host>:<port>//`` with user and password percent-encoded (S9). Secret."""
+        """``amqp://<user>:<password>@<host>:<port>/<vhost>`` with user and password percent-encoded (S9). Secret."""
         user = quote(self.rabbitmq_user, safe="")
         password = quote(self.rabbitmq_password, safe="")
-        return f"amqp://{user}:{password}@{_url_host(self.rabbitmq_host)}:{self.rabbitmq_port}//"
+        return f"amqp://{user}:{password}@{_url_host(self.rabbitmq_host)}:{self.rabbitmq_port}/{self._vhost_path}"
 
     @property
     def broker_url_redacted(self) -> str:
         """The broker URL with the password replaced by ``***``, for logs."""
         user = quote(self.rabbitmq_user, safe="")
-        return f"amqp://{user}:***@{_url_host(self.rabbitmq_host)}:{self.rabbitmq_port}//"
+        return f"amqp://{user}:***@{_url_host(self.rabbitmq_host)}:{self.rabbitmq_port}/{self._vhost_path}"
+
+    @property
+    def _vhost_path(self) -> str:
+        """The virtual host as the URL path: ``/`` stays ``/`` (the original's ``//``), others percent-encoded."""
+        return "/" if self.rabbitmq_vhost == "/" else quote(self.rabbitmq_vhost, safe="")
 
     @property
     def api_credentials_present(self) -> bool:

@@ -388,3 +388,19 @@ class TestCommandLine:
 
         assert config.processing_period_min == 7
         assert [r.getMessage().split(":")[0] for r in caplog.records] == ["configuration warning"]
+
+
+class TestVirtualHost:
+    def test_default_virtual_host_is_the_originals_slash(self):
+        assert Config.from_env({}).broker_url.endswith(":5672//")
+
+    def test_other_virtual_host_is_percent_encoded_in_the_url(self):
+        config = Config.from_env({"TIX_RABBITMQ_VHOST": "tix/tests"})
+
+        assert "amqp://guest:guest@localhost:5672/tix%2Ftests" == config.broker_url
+
+    def test_empty_virtual_host_is_a_problem(self):
+        with pytest.raises(ConfigError) as caught:
+            Config.from_env({"TIX_RABBITMQ_VHOST": ""})
+
+        assert any(problem.startswith("TIX_RABBITMQ_VHOST:") for problem in caught.value.problems)
