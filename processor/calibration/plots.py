@@ -33,10 +33,10 @@ def _figure(
     return figure, axes
 
 
-def _line(axes: Axes, x: pd.Series, y: pd.Series, label: str | None = None, **style: object) -> None:
+def _line(axes: Axes, x: pd.Series, y: pd.Series, label: str | None = None) -> None:
     # Drop the rows without a value so that a missing batch does not break the line into isolated points.
     present = y.notna() & x.notna()
-    axes.plot(x[present], y[present], marker="o", markersize=3, label=label, **style)
+    axes.plot(x[present], y[present], marker="o", markersize=3, label=label)
 
 
 def usage_figure(table: pd.DataFrame) -> Figure:

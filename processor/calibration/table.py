@@ -110,14 +110,15 @@ def analyse_batch(directory: str | Path) -> BatchOutcome:
         if not names:
             return BatchOutcome(name, None, NO_REPORT_FILES, 0)
         candidates = list(load_candidates(names, lambda file: read_report(directory / file)))
-        window = select_window(candidates, now_s=math.inf).window
-        if window is None:
-            return BatchOutcome(name, None, NO_WINDOW, 0)
+    except OSError as error:
+        return BatchOutcome(name, None, f"io_error: {error.strerror or error}", 0)
+    window = select_window(candidates, now_s=math.inf).window
+    if window is None:
+        return BatchOutcome(name, None, NO_WINDOW, 0)
+    try:
         results = analyse(window.observations()).as_results_dict()
     except NotAnalysable as error:
         return BatchOutcome(name, None, error.reason, len(window.reports))
-    except OSError as error:
-        return BatchOutcome(name, None, f"io_error: {error.strerror or error}", 0)
     return BatchOutcome(name, results, None, len(window.reports))
 
 
