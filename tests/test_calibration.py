@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -447,6 +449,20 @@ class TestCalibrateCommand:
         assert 4 == csv["actual_usage"].notna().sum()
         for stem in ("actual-rate", "usage-actual", "actual-error", "actual-relative-error"):
             assert (tmp_path / "made" / f"{stem}.png").is_file()
+
+    def test_runs_as_python_m_processor_calibrate(self, experiment, tmp_path):
+        """The documented command line, in a process of its own: the summary is the last stdout line."""
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "processor", "calibrate", "--batches", str(experiment / "batches"),
+                "--description", str(experiment / "new.yml"), "--out", str(tmp_path),
+            ],
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+        assert EXIT_OK == done.returncode, done.stderr
+        assert 4 == json.loads(done.stdout.strip().splitlines()[-1])["windows"]
+        assert (tmp_path / CSV_NAME).is_file()
 
     def test_description_in_no_schema_is_a_usage_error_and_writes_nothing(self, experiment, tmp_path, capsys):
         bad = write_yaml(tmp_path / "bad.yml", {"speed": 3})
