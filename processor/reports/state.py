@@ -239,6 +239,7 @@ def read_state(
     *,
     before_effect: Callable[[], None] | None = None,
     now_s: Callable[[], float] = time.time,
+    set_aside: bool = True,
 ) -> State:
     """
     Read the state file of an installation directory (windows spec §9.1).
@@ -251,6 +252,8 @@ def read_state(
         Called before the only side effect of reading, renaming a corrupt file (the lock's fence).
     now_s : callable
         Clock, Unix seconds, for the name of a corrupt file set aside.
+    set_aside : bool
+        False for read-only callers (dry runs): a corrupt file is left in place and only logged at WARNING.
 
     Returns
     -------
@@ -272,6 +275,9 @@ def read_state(
         return State.from_json(data)
     except StateFormatError as exc:
         problem = str(exc)
+    if not set_aside:
+        logger.warning("state file corrupt, left in place directory=%s problem=%r", directory, problem)
+        return State()
     if before_effect is not None:
         before_effect()
     aside = directory / f"{STATE_NAME}.corrupt-{int(now_s())}"

@@ -1,0 +1,606 @@
+"""Tests of processor.reports.installation: one complete run over an installation (windows spec §9.2, §10)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from processor.api import ApiClient
+from processor.errors import NotAnalysable
+from processor.failed_results import list_failed_results
+from processor.ip_to_as import Pfx2asBackend, Resolver
+from processor.reports import installation as installation_module
+from processor.reports.files import write_report
+from processor.reports.installation import run_installation
+from processor.reports.lock import LOCK_NAME, Holder, LeaseLock
+from processor.reports.records import observations
+from processor.reports.state import STATE_NAME, State, read_state, write_state
+from processor.reports.windows import window_id
+from tests.fake_api import FakeApi
+
+T1 = 1_700_000_000
+IP = "203.0.113.45"
+USER, INSTALLATION = "7", "12"
+
+
+def records(first_ts: int, n: int = 60) -> np.ndarray:
+    ts = first_ts + np.arange(n, dtype=np.int64)
+    t1 = (ts % 86_400) * 1_000_000_000
+    return observations(ts, t1, t1 + 5_000_000, t1 + 5_100_000, t1 + 10_000_000)
+
+
+def name(k: int) -> str:
+    """File name of report f<k> of the worked example (windows spec §11): first record at T₁ + 60 (k − 1)."""
+    return f"tix-report-{T1 + 60 * (k - 1)}.json"
+
+
+def names(first: int, last: int) -> list[str]:
+    return [name(k) for k in range(first, last + 1)]
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    """What processor.analysis.analyse returns, reduced to what the run uses."""
+
+    timestamp: int
+
+    def as_results_dict(self) -> dict:
+        direction = {"usage": 0.25, "quality": 1.0, "hurst": {"wavelet": 0.6, "rs": 0.7}}
+        return {"timestamp": self.timestamp, "upstream": direction, "downstream": dict(direction)}
+
+
+class FakeAnalysis:
+    """A deterministic analysis: the result timestamp is the last ts; ``fail`` maps a first ts to an exception."""
+
+    def __init__(self, fail: dict[int, BaseException] | None = None) -> None:
+        self.fail = fail or {}
+        self.calls: list[int] = []
+
+    def __call__(self, window_observations: np.ndarray) -> FakeResult:
+        first = int(window_observations["ts"][0])
+        self.calls.append(first)
+        if first in self.fail:
+            raise self.fail[first]
+        return FakeResult(int(window_observations["ts"][-1]))
+
+
+class Installation:
+    """A temporary reports tree with one installation 7/12."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.directory = base / USER / INSTALLATION
+        self.directory.mkdir(parents=True)
+
+    def add(self, first: int, last: int, *, ip: str = IP) -> None:
+        for k in range(first, last + 1):
+            path = write_report(
+                self.directory, records(T1 + 60 * (k - 1)), from_address=f"{ip}:4501", user_id=7, installation_id=12
+            )
+            os.utime(path, (T1 + 60 * k, T1 + 60 * k))
+
+    def reports(self) -> list[str]:
+        return sorted(p.name for p in self.directory.iterdir() if p.name.endswith(".json"))
+
+    def failed(self) -> list[str]:
+        return [item.path.name for item in list_failed_results(self.directory / "failed-results")]
+
+    def invalid(self) -> list[str]:
+        directory = self.directory / "invalid-reports"
+        return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+    def state(self) -> State:
+        return read_state(self.directory)
+
+
+@pytest.fixture
+def tree(tmp_path) -> Installation:
+    return Installation(tmp_path / "reports")
+
+
+@pytest.fixture
+def api():
+    with FakeApi(admin_user="admin", admin_password="secret") as server:
+        yield server
+
+
+def client(server: FakeApi) -> ApiClient:
+    return ApiClient(server.base_url, user="admin", password="secret", timeout_s=5, backoff_s=(0.0, 0.0), jitter_s=0)
+
+
+def run(tree: Installation, server: FakeApi | None, analysis=None, **options):
+    return run_installation(
+        tree.base,
+        USER,
+        INSTALLATION,
+        analyse=analysis or FakeAnalysis(),
+        api=client(server) if server is not None else None,
+        resolver=Resolver(None),
+        **options,
+    )
+
+
+def posted_timestamps(server: FakeApi) -> list[int]:
+    return [record["json"]["timestamp"] for record in server.accepted()]
+
+
+def window_lines(caplog) -> list[dict[str, str]]:
+    """The key=value fields of every ``window done`` log record."""
+    lines = []
+    for record in caplog.records:
+        if record.msg.startswith("window done"):
+            keys = [part.split("=")[0] for part in record.msg.split()[2:]]
+            lines.append(dict(zip(keys, map(str, record.args), strict=True)))
+    return lines
+
+
+class TestNormalRun:
+    def test_posts_every_complete_window_and_keeps_the_rest(self, tree, api, caplog):
+        tree.add(1, 40)
+
+        with caplog.at_level(logging.INFO):
+            summary = run(tree, api)
+
+        assert "done" == summary.outcome
+        assert {"posted": 3} == summary.counts
+        assert [T1 + 60 * 19 - 1, T1 + 60 * 28 - 1, T1 + 60 * 37 - 1] == posted_timestamps(api)
+        assert names(28, 40) == tree.reports()
+        assert [[USER, INSTALLATION, "posted", "None"]] * 3 == [
+            [line["user"], line["installation"], line["outcome"], line["reason"]] for line in window_lines(caplog)
+        ]
+
+    def test_the_payload_carries_the_window_ip_and_null_as_fields(self, tree, api):
+        tree.add(1, 19)
+
+        run(tree, api)
+
+        [payload] = [record["json"] for record in api.accepted()]
+        assert IP == payload["ip"]
+        assert (None, None) == (payload["asn"], payload["asOwner"])
+        assert 0.25 == payload["upUsage"]
+
+    def test_the_as_of_a_global_address_is_resolved_before_the_post(self, tree, api, tmp_path):
+        (tmp_path / "pfx2as").write_text("181.44.0.0\t16\t64500\n")
+        (tmp_path / "asnames").write_text("64500\tEXAMPLE-NET - Example Networks, AR\n")
+        tree.add(1, 19, ip="181.44.10.20")
+
+        summary = run_installation(
+            tree.base,
+            USER,
+            INSTALLATION,
+            analyse=FakeAnalysis(),
+            api=client(api),
+            resolver=Resolver(Pfx2asBackend(tmp_path / "pfx2as", tmp_path / "asnames")),
+        )
+
+        [payload] = [record["json"] for record in api.accepted()]
+        assert (64500, "EXAMPLE-NET - Example Networks, AR") == (payload["asn"], payload["asOwner"])
+        assert "181.44.10.20" == payload["ip"]
+        assert 64500 == summary.windows[0].asn
+
+    def test_the_state_records_the_last_window_and_counts(self, tree, api):
+        tree.add(1, 28)
+
+        run(tree, api)
+
+        state = tree.state()
+        assert 2 == state.counters.posted
+        assert tuple(names(10, 28)) == state.last_window.files
+        assert tuple(names(10, 18)) == state.last_window.dispose
+        assert window_id(names(10, 28)) == state.last_window.id
+        assert ("posted", "delete", T1 + 60 * 28 - 1) == (
+            state.last_window.outcome,
+            state.last_window.disposal,
+            state.last_window.timestamp,
+        )
+        assert state.attempt is None
+
+    def test_creates_failed_results_with_mode_0750_and_leaves_no_lock(self, tree, api):
+        tree.add(1, 5)
+
+        summary = run(tree, api)
+
+        assert () == summary.windows
+        assert 0o750 == stat.S_IMODE((tree.directory / "failed-results").stat().st_mode)
+        assert not (tree.directory / LOCK_NAME).exists()
+        assert names(1, 5) == tree.reports()
+
+    def test_a_run_with_nothing_left_posts_nothing(self, tree, api):
+        tree.add(1, 40)
+        run(tree, api)
+
+        summary = run(tree, api)
+
+        assert () == summary.windows
+        assert 3 == len(api.records())
+
+    def test_real_analysis_of_simulated_reports(self, tree, api):
+        """The real processor.analysis.analyse on 40 simulated minutes: windows are posted with finite values."""
+        from processor.analysis import analyse
+        from processor.simulate import simulate_installation, split_into_reports
+
+        rng = np.random.default_rng(20231114)
+        data, _ = simulate_installation(rng, minutes=40)
+        for part in split_into_reports(data, rng):
+            write_report(tree.directory, part, from_address="181.44.10.20:4501", user_id=7, installation_id=12)
+
+        summary = run_installation(
+            tree.base, USER, INSTALLATION, analyse=analyse, api=client(api), resolver=Resolver(None)
+        )
+
+        assert summary.windows
+        assert all("posted" == window.outcome for window in summary.windows)
+        assert [window.timestamp for window in summary.windows] == posted_timestamps(api)
+        for record in api.accepted():
+            assert all(np.isfinite(record["json"][key]) for key in ("upUsage", "downQuality", "hurstUpRs"))
+
+
+class TestApiFailures:
+    def test_an_api_answering_503_gets_every_window_backed_up(self, tree, api):
+        tree.add(1, 40)
+        api.set_behaviour(status=503)
+
+        summary = run(tree, api)
+
+        assert {"backed_up": 3} == summary.counts
+        assert 3 == len(api.records())  # three attempts for the first window, none once the API is unusable
+        assert [f"failed-report-{T1 + 60 * k - 1}.json" for k in (19, 28, 37)] == tree.failed()
+        assert names(28, 40) == tree.reports()
+        assert 3 == tree.state().counters.backed_up
+
+    def test_backed_up_results_are_resent_exactly_once_when_the_api_is_back(self, tree, api):
+        tree.add(1, 40)
+        api.set_behaviour(status=503)
+        run(tree, api)
+        api.set_behaviour(None)
+
+        first = run(tree, api)
+        second = run(tree, api)
+
+        assert 3 == first.resent
+        assert 0 == second.resent
+        assert [T1 + 60 * k - 1 for k in (19, 28, 37)] == posted_timestamps(api)
+        assert [] == tree.failed()
+        assert 3 == tree.state().counters.resent
+
+    def test_without_credentials_results_are_backed_up_without_a_request(self, tree, api):
+        tree.add(1, 19)
+
+        summary = run_installation(
+            tree.base,
+            USER,
+            INSTALLATION,
+            analyse=FakeAnalysis(),
+            api=ApiClient(api.base_url, user=None, password=None, timeout_s=5),
+            resolver=Resolver(None),
+        )
+
+        assert {"backed_up": 1} == summary.counts
+        assert [] == api.records()
+
+    def test_a_content_rejection_backs_the_result_up(self, tree, api):
+        """§9.2 step 4: any failure of the POST of a new window goes to failed-results."""
+        tree.add(1, 19)
+        api.set_behaviour(status=400)
+
+        summary = run(tree, api)
+
+        assert {"backed_up": 1} == summary.counts
+        assert [f"failed-report-{T1 + 60 * 19 - 1}.json"] == tree.failed()
+
+    def test_a_failed_backup_write_ends_the_run_and_restores_the_attempt(self, tree, api, monkeypatch):
+        """Disk full while backing up: nothing recorded, nothing removed, the attempt does not count."""
+        tree.add(1, 19)
+        api.set_behaviour(status=503)
+
+        def disk_full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(installation_module, "write_failed_result", disk_full)
+        summary = run(tree, api)
+
+        assert "write_failed" == summary.outcome
+        assert names(1, 19) == tree.reports()
+        assert tree.state().attempt is None
+
+
+class TestCrashSafety:
+    def test_a_crash_between_recording_and_disposal_is_finished_by_the_next_run(self, tree, api, monkeypatch):
+        """Step 5 written, step 6 not done: the next run removes the older half and never posts the window again."""
+        tree.add(1, 28)
+
+        class Killed(BaseException):
+            pass
+
+        def crash(self, names, disposal):
+            raise Killed
+
+        with monkeypatch.context() as patch:
+            patch.setattr(installation_module._Run, "_dispose", crash)
+            with pytest.raises(Killed):
+                run(tree, api)
+        assert names(1, 28) == tree.reports()
+        assert tuple(names(1, 19)) == tree.state().last_window.files
+
+        summary = run(tree, api)
+
+        assert 9 == summary.recovered
+        assert [T1 + 60 * 19 - 1, T1 + 60 * 28 - 1] == posted_timestamps(api)
+        assert names(19, 28) == tree.reports()
+
+    def test_a_redelivered_run_that_finds_the_window_done_never_posts_it_again(self, tree, api):
+        tree.add(1, 19)
+        run(tree, api)
+        # As if the disposal had not happened: the files are back, the state says the window is done.
+        tree.add(1, 9)
+
+        summary = run(tree, api)
+
+        assert 9 == summary.recovered
+        assert () == summary.windows
+        assert [T1 + 60 * 19 - 1] == posted_timestamps(api)
+
+    def test_a_window_started_three_times_is_consumed_as_repeated_failure(self, tree, api):
+        """S4: unexpected exceptions count; the fourth run does not analyse and quarantines the older half."""
+        tree.add(1, 19)
+        analysis = FakeAnalysis(fail={T1: RuntimeError("worker killed")})
+        for count in (1, 2, 3):
+            with pytest.raises(RuntimeError):
+                run(tree, api, analysis)
+            assert count == tree.state().attempt.count
+
+        summary = run(tree, api, analysis)
+
+        assert 3 == len(analysis.calls)
+        assert [("not_analysable", "repeated_failure")] == [(w.outcome, w.reason) for w in summary.windows]
+        assert names(1, 9) == tree.invalid()
+        assert names(10, 19) == tree.reports()
+        assert {"repeated_failure": 1} == dict(tree.state().counters.not_analysable)
+        assert [] == api.records()
+
+    def test_a_not_analysable_window_is_consumed_without_a_result(self, tree, api, caplog):
+        tree.add(1, 28)
+        analysis = FakeAnalysis(fail={T1: NotAnalysable("too_few_bins")})
+
+        with caplog.at_level(logging.WARNING):
+            summary = run(tree, api, analysis)
+
+        assert [("not_analysable", "too_few_bins"), ("posted", None)] == [
+            (w.outcome, w.reason) for w in summary.windows
+        ]
+        assert [] == tree.failed()
+        assert {"too_few_bins": 1} == dict(tree.state().counters.not_analysable)
+        assert any(r.msg.startswith("window not analysable") and "too_few_bins" in r.args for r in caplog.records)
+
+    def test_an_interrupt_restores_the_attempt_count(self, tree, api):
+        """A controlled stop (soft time limit) does not count towards the S4 cap."""
+
+        class SoftLimit(Exception):
+            pass
+
+        tree.add(1, 19)
+        write_state(tree.directory, State().started(window_id(names(1, 19))))
+
+        summary = run(tree, api, FakeAnalysis(fail={T1: SoftLimit()}), interrupts=(SoftLimit,))
+
+        assert "interrupted" == summary.outcome
+        assert 1 == tree.state().attempt.count
+        assert not (tree.directory / LOCK_NAME).exists()
+
+    def test_a_lost_lock_stops_the_run_before_the_post(self, tree, api):
+        tree.add(1, 28)
+        foreign = Holder("elsewhere", 1, "f" * 32, 0.0, 4e9).to_json()
+
+        def steal_lock(window_observations):
+            (tree.directory / LOCK_NAME).write_bytes(foreign)
+            return FakeAnalysis()(window_observations)
+
+        summary = run(tree, api, steal_lock)
+
+        assert "lock_lost" == summary.outcome
+        assert [] == api.records()
+        assert names(1, 28) == tree.reports()
+        assert foreign == (tree.directory / LOCK_NAME).read_bytes()
+        assert 1 == tree.state().attempt.count
+
+    def test_an_io_error_while_reading_reports_ends_the_run_without_changes(self, tree, api, monkeypatch):
+        tree.add(1, 28)
+        real_read = installation_module.read_report
+
+        def failing_read(path):
+            if path.name == name(12):
+                raise OSError(5, "Input/output error", str(path))
+            return real_read(path)
+
+        monkeypatch.setattr(installation_module, "read_report", failing_read)
+        summary = run(tree, api)
+
+        assert "io_error" == summary.outcome
+        assert [] == api.records()
+        assert names(1, 28) == tree.reports()
+        assert State() == tree.state()
+        assert not (tree.directory / LOCK_NAME).exists()
+
+    def test_a_busy_installation_returns_at_once(self, tree, api):
+        tree.add(1, 19)
+
+        with LeaseLock(tree.directory, renew=False):
+            summary = run(tree, api)
+
+        assert "busy" == summary.outcome
+        assert [] == api.records()
+        assert names(1, 19) == tree.reports()
+        assert not (tree.directory / STATE_NAME).exists()
+
+    def test_a_corrupt_state_file_is_set_aside_and_the_run_goes_on(self, tree, api):
+        tree.add(1, 19)
+        (tree.directory / STATE_NAME).write_bytes(b"{broken")
+
+        summary = run(tree, api, clock=lambda: 1_800_000_000.0)
+
+        assert {"posted": 1} == summary.counts
+        assert b"{broken" == (tree.directory / f"{STATE_NAME}.corrupt-1800000000").read_bytes()
+
+    def test_old_crash_leftovers_are_removed_and_young_ones_kept(self, tree, api):
+        tree.add(1, 3)
+        now = 1_800_000_000.0
+        leftovers = [".tix-tmp-state-old", ".tix-processor.lock.stale-old", "failed-results/.tix-tmp-x-old"]
+        (tree.directory / "failed-results").mkdir()
+        for leftover in leftovers:
+            (tree.directory / leftover).write_bytes(b"")
+            os.utime(tree.directory / leftover, (now - 3601, now - 3601))
+        (tree.directory / ".tix-tmp-state-young").write_bytes(b"")
+        os.utime(tree.directory / ".tix-tmp-state-young", (now - 100, now - 100))
+
+        run(tree, api, clock=lambda: now)
+
+        assert [] == [leftover for leftover in leftovers if (tree.directory / leftover).exists()]
+        assert (tree.directory / ".tix-tmp-state-young").exists()
+
+
+def make_bad_files(directory: Path) -> dict[str, str]:
+    """One old unusable candidate per reason of reports spec §5.1, named to sort before every report."""
+    good = json.loads((directory / name(1)).read_bytes())
+    bad = {}
+
+    def document(**changes) -> bytes:
+        return json.dumps({**good, **changes}).encode()
+
+    contents = {
+        "empty": b"",
+        "too_large": b" " * (1 << 20) + b"{}",
+        "not_json": b"\xef\xbb\xbf{}",
+        "schema": document(type="SHORT"),
+        "bad_address": document(**{"from": "not an address"}),
+        "bad_base64": document(message="@@@"),
+        "bad_record_length": document(message="AAAA"),
+        "no_records": document(message=""),
+    }
+    for index, (reason, content) in enumerate(contents.items()):
+        path = directory / f"tix-report-1600000{index:03d}.json"
+        path.write_bytes(content)
+        bad[path.name] = reason
+    (directory / "tix-report-1600000100.json").mkdir()
+    bad["tix-report-1600000100.json"] = "not_regular_file"
+    (directory / "tix-report-1600000200.json").symlink_to(directory / name(2))
+    bad["tix-report-1600000200.json"] = "symlink"
+    for entry in bad:
+        os.utime(directory / entry, (T1, T1), follow_symlinks=False)
+    return bad
+
+
+class TestBadReports:
+    def test_old_unusable_files_of_every_reason_are_moved_to_invalid_reports(self, tree, api, caplog):
+        tree.add(1, 19)
+        bad = make_bad_files(tree.directory)
+
+        with caplog.at_level(logging.WARNING):
+            summary = run(tree, api)
+
+        assert sorted(bad) == tree.invalid()
+        assert 0o750 == stat.S_IMODE((tree.directory / "invalid-reports").stat().st_mode)
+        moved = {r.args[2]: r.args[3] for r in caplog.records if r.msg.startswith("unusable report moved")}
+        assert bad == moved
+        assert 10 == summary.invalid_reports == tree.state().counters.invalid_reports
+        assert {"posted": 1} == summary.counts
+
+    def test_a_taken_name_in_invalid_reports_gets_a_numbered_suffix(self, tree, api):
+        tree.add(1, 3)
+        bad = tree.directory / "tix-report-1600000000.json"
+        for _ in range(3):
+            bad.write_bytes(b"")
+            os.utime(bad, (T1, T1))
+            run(tree, api)
+
+        assert [bad.name, bad.name + ".1", bad.name + ".2"] == tree.invalid()
+
+    def test_a_young_file_stops_the_scan_until_it_is_old(self, tree, api):
+        """Worked example (e): f15 empty and 5 s old, then 60 s old."""
+        tree.add(1, 25)
+        young = tree.directory / name(15)
+        young.write_bytes(b"")
+        os.utime(young, (T1 + 10_000, T1 + 10_000))
+
+        first = run(tree, api, clock=lambda: T1 + 10_005.0)
+        untouched = tree.reports()
+        second = run(tree, api, clock=lambda: T1 + 10_060.0)
+
+        assert () == first.windows
+        assert names(1, 25) == untouched
+        assert [name(15)] == tree.invalid()
+        assert [(names(1, 14) + names(16, 20))[0]] == [w.first for w in second.windows]
+        assert [name(20)] == [w.last for w in second.windows]
+
+    def test_gap_and_ip_change_removals_are_logged_and_counted(self, tree, api, caplog):
+        tree.add(1, 5)
+        tree.add(6, 30, ip="198.51.100.7")
+
+        with caplog.at_level(logging.INFO):
+            summary = run(tree, api)
+
+        assert 5 == summary.discarded_ip_change == tree.state().counters.discarded_ip_change
+        [line] = [r for r in caplog.records if r.msg.startswith("reports discarded")]
+        assert ("ip_change", 5, ",".join(names(1, 5))) == line.args[2:]
+        assert (name(6), name(24)) == (summary.windows[0].first, summary.windows[0].last)
+
+
+class TestBudgetAndDryRun:
+    def test_no_window_starts_once_the_budget_is_used(self, tree, api):
+        """Each analysis takes 300 s of a 480 s budget: the second window starts at 300 s, the third never."""
+        tree.add(1, 40)
+        now = [0.0]
+        analysis = FakeAnalysis()
+
+        def slow(window_observations):
+            now[0] += 300.0
+            return analysis(window_observations)
+
+        summary = run(tree, api, slow, budget_s=480, monotonic=lambda: now[0])
+
+        assert 2 == len(summary.windows)
+        assert summary.budget_exhausted
+        assert names(19, 40) == tree.reports()
+
+    def test_dry_run_changes_nothing_and_posts_nothing(self, tree, api):
+        tree.add(1, 40)
+        tree.add(41, 45, ip="198.51.100.7")
+        bad = tree.directory / "tix-report-1600000000.json"
+        bad.write_bytes(b"")
+        os.utime(bad, (T1, T1))
+        before = sorted((p.name, p.stat().st_mtime) for p in tree.directory.iterdir())
+
+        summary = run(tree, api, dry_run=True)
+
+        assert before == sorted((p.name, p.stat().st_mtime) for p in tree.directory.iterdir())
+        assert [] == api.records()
+        assert summary.dry_run
+        assert {"dry_run": 3} == summary.counts
+        assert [T1 + 60 * k - 1 for k in (19, 28, 37)] == [w.payload["timestamp"] for w in summary.windows]
+        assert 1 == summary.invalid_reports
+        assert 13 == summary.discarded_ip_change  # f28 … f40, left after window 3, when f41 changes the IP
+
+
+class TestValidation:
+    @pytest.mark.parametrize(("user", "installation"), [("07", "12"), ("7", "+12"), ("x", "12"), ("7", "0")])
+    def test_ids_that_are_not_canonical_decimals_are_refused(self, tree, api, user, installation):
+        summary = run_installation(
+            tree.base, user, installation, analyse=FakeAnalysis(), api=client(api), resolver=Resolver(None)
+        )
+
+        assert "invalid" == summary.outcome
+
+    def test_a_symbolic_link_as_installation_directory_is_refused(self, tree, api):
+        (tree.base / USER / "13").symlink_to(tree.directory)
+
+        summary = run_installation(
+            tree.base, USER, "13", analyse=FakeAnalysis(), api=client(api), resolver=Resolver(None)
+        )
+
+        assert "invalid" == summary.outcome
