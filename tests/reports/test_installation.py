@@ -335,6 +335,34 @@ class TestCrashSafety:
         assert [T1 + 60 * 19 - 1, T1 + 60 * 28 - 1] == posted_timestamps(api)
         assert names(19, 28) == tree.reports()
 
+    def test_a_crash_after_the_post_before_recording_posts_the_window_again(self, tree, api, monkeypatch):
+        """Worked example (g): the only duplicate case; the window is selected again with attempt count 2."""
+        tree.add(1, 19)
+        real_write = installation_module.write_state
+        writes = []
+
+        class Killed(BaseException):
+            pass
+
+        def write_then_die(directory, state):
+            writes.append(state)
+            if len(writes) == 2:  # the first write is the attempt, the second would record the window
+                raise Killed
+            real_write(directory, state)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(installation_module, "write_state", write_then_die)
+            with pytest.raises(Killed):
+                run(tree, api)
+        assert names(1, 19) == tree.reports()
+        assert 1 == tree.state().attempt.count
+
+        run(tree, api)
+
+        assert [T1 + 60 * 19 - 1] * 2 == posted_timestamps(api)
+        assert 1 == tree.state().counters.posted
+        assert names(10, 19) == tree.reports()
+
     def test_a_redelivered_run_that_finds_the_window_done_never_posts_it_again(self, tree, api):
         tree.add(1, 19)
         run(tree, api)
