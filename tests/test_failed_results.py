@@ -138,16 +138,16 @@ class TestWrite:
 
         assert names(failed_dir) == []
 
-    @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
-    def test_write_failure_raises_and_leaves_nothing(self, failed_dir):
-        failed_dir.chmod(0o500)
-        try:
-            with pytest.raises(OSError):
-                write_failed_result(failed_dir, results(), ip="200.40.1.2", asn=None, as_owner=None)
-        finally:
-            failed_dir.chmod(0o750)
+    def test_write_failure_raises_and_leaves_nothing(self, tmp_path):
+        """A failed-results path that cannot hold files (a file in its place) raises; nothing appears (F17)."""
+        not_a_dir = tmp_path / "failed-results"
+        not_a_dir.write_bytes(b"in the way")
 
-        assert names(failed_dir) == []
+        with pytest.raises(OSError):
+            write_failed_result(not_a_dir, results(), ip="200.40.1.2", asn=None, as_owner=None)
+
+        assert ["failed-results"] == [p.name for p in tmp_path.iterdir()]
+        assert b"in the way" == not_a_dir.read_bytes()
 
     def test_write_failure_on_a_full_disk_raises_and_leaves_nothing(self, failed_dir, monkeypatch):
         """An injected ENOSPC at the write: no temporary file stays behind, the target does not appear (F17)."""
