@@ -1,0 +1,73 @@
+"""End to end: a worker child killed with SIGKILL in the middle of an installation (reliability.md F1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from processor.simulate import simulate_tree
+from tests.service.harness import assert_accepted, log_lines, report, wait_until
+
+pytestmark = pytest.mark.service
+
+LOCK_NAME = ".tix-processor.lock"
+
+
+def lock_holder(directory):
+    """The pid in an installation's lock file, or None when there is no (complete) lock."""
+    try:
+        return json.loads((directory / LOCK_NAME).read_text(encoding="utf-8"))["pid"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def test_killed_child_loses_no_window_and_its_task_is_redelivered(rig):
+    """
+    Kill -9 the pool process holding an installation's lock after its first window was posted, with every POST
+    taking a second: the message comes back (task_reject_on_worker_lost), a new process takes the dead holder's
+    lock over at once, and every window ends posted — at most one duplicate per kill.
+    """
+    simulate_tree(rig.base, installations=3, minutes=50, seed=3104)
+    expected = rig.expectations()
+    total = sum(len(e.analysable) for e in expected.values())
+    rig.api.control.set_behaviour(delay_s=1.0)
+    worker = rig.start_worker("w1")
+    kills: list[tuple[str, int]] = []
+
+    rig.broker.fan_out(rig.base)
+    for _ in range(2):
+
+        def victim():
+            done = {f"{r['user_id']}/{r['installation_id']}" for r in rig.api.accepted()}
+            for key in sorted(done - {k for k, _ in kills}):
+                pid = lock_holder(rig.base / key)
+                if pid is not None and pid in worker.children():
+                    return key, pid
+            return None
+
+        key, pid = wait_until(victim, timeout_s=60, interval_s=0.05, what="an installation half done")
+        os.kill(pid, signal.SIGKILL)
+        kills.append((key, pid))
+    wait_until(
+        lambda: (
+            len({(r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in rig.api.accepted()}) >= total
+        ),
+        timeout_s=120,
+        what=lambda: f"{total} windows posted after the kills",
+    )
+    rig.drain()
+    result = rig.tally(expected)
+    report(result, f"SIGKILL of {kills}")
+    activity = rig.activity()
+
+    assert_accepted(result, duplicates_allowed=len(kills))
+    assert total == result.total["posted"]
+    assert len(kills) == activity.worker_lost
+    assert activity.redeliveries >= len(kills)
+    taken_over = log_lines(rig.workers, "lock taken over")
+    for key, pid in kills:
+        assert any(f"/{key}" in line and f"holder_pid={pid}" in line for line in taken_over), (key, pid, taken_over)
+    assert worker.process.poll() is None
