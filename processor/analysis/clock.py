@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -82,6 +82,12 @@ def unwrap_clocks(
     tuple of four ndarray of int64, shape (n,)
         The unwrapped t1, t2, t3, t4 (§9.2); arrays without a wrap come back unchanged.
     """
+    # Fast path: every j is 0 when each step v_{i−1} − v_i of both sequences lies in [−DAY/2, DAY/2). The
+    # steps of the client sequence are t1[i] − t4[i] and t4[i] − t1[i + 1], those of the server t2[i] − t3[i]
+    # and t3[i] − t2[i + 1].
+    steps = np.concatenate((t1 - t4, t4[:-1] - t1[1:], t2 - t3, t3[:-1] - t2[1:]))
+    if steps.size == 0 or (steps.min() >= -HALF_DAY_NS and steps.max() < HALF_DAY_NS):
+        return t1, t2, t3, t4
     client_t1, client_t4 = _unwrap_pairs(t1, t4)
     server_t2, server_t3 = _unwrap_pairs(t2, t3)
     return client_t1, server_t2, server_t3, client_t4
@@ -89,17 +95,6 @@ def unwrap_clocks(
 
 def _unwrap_pairs(first: IntArray, second: IntArray) -> tuple[IntArray, IntArray]:
     """Unwrap the interleaved sequence first[0], second[0], first[1], second[1], … and split it again."""
-    # Fast path: every j is 0 when each step v_{i−1} − v_i lies in [−DAY/2, DAY/2). The steps are
-    # first[i] − second[i] and second[i] − first[i + 1].
-    within = first - second
-    between = second[:-1] - first[1:]
-    if (
-        within.min(initial=0) >= -HALF_DAY_NS
-        and within.max(initial=0) < HALF_DAY_NS
-        and between.min(initial=0) >= -HALF_DAY_NS
-        and between.max(initial=0) < HALF_DAY_NS
-    ):
-        return first, second
     sequence = np.empty(2 * first.size, dtype=np.int64)
     sequence[0::2] = first
     sequence[1::2] = second
@@ -147,6 +142,22 @@ class OffsetFunction:
 
     ts_s: IntArray  # ts of the members of C, Unix seconds, non-decreasing
     offset_ns: FloatArray  # φ of each member of C, nanoseconds
+    # Per piece p = i + 1 for the interval [ts_i, ts_{i+1}), p = 0 before the first member and p = |C| from the
+    # last member on: φ(x) = x · slope[p] + intercept[p]. The outer pieces have slope 0, so they give the end
+    # members' offsets exactly (x · 0 + φ = φ).
+    slope: FloatArray = field(init=False, repr=False)
+    intercept: FloatArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ts, offsets = self.ts_s, self.offset_ns
+        step_s = ts[:-1] - ts[1:]
+        inner = np.zeros(ts.size - 1)
+        # Pieces between members of the same second are never selected; leaving them 0 avoids a 0/0.
+        np.divide(offsets[:-1] - offsets[1:], step_s, out=inner, where=step_s != 0)  # s = (φ_i − φ_{i+1}) / (…)
+        slope = np.concatenate(([0.0], inner, [0.0]))
+        intercept = np.concatenate((offsets[:1], offsets[:-1] - ts[:-1] * inner, offsets[-1:]))  # b = φ_i − ts_i·s
+        object.__setattr__(self, "slope", slope)
+        object.__setattr__(self, "intercept", intercept)
 
     def __call__(self, x_s: IntArray) -> FloatArray:
         """
@@ -158,22 +169,10 @@ class OffsetFunction:
         as ``s = (φ_i − φ_{i+1}) / (ts_i − ts_{i+1})``, ``b = φ_i − ts_i · s``, ``φ(x) = x · s + b``: the order
         that reproduces the original's rounding.
         """
-        ts = self.ts_s
-        offsets = self.offset_ns
-        last = ts.size - 1
-        if last == 0:
-            return np.full(x_s.size, offsets[0])
-        # Right-side search: i = (number of members with ts ≤ x) − 1, which is the unique i with
-        # ts_i ≤ x < ts_{i+1} when it lies inside, −1 before the first member and `last` from the last one on.
-        anchor = np.searchsorted(ts, x_s, side="right") - 1
-        step_s = ts[:-1] - ts[1:]
-        slopes = np.zeros(last)
-        # Segments between members of the same second are never selected; leaving them 0 avoids a 0/0.
-        np.divide(offsets[:-1] - offsets[1:], step_s, out=slopes, where=step_s != 0)
-        intercepts = offsets[:-1] - ts[:-1] * slopes
-        segment = np.clip(anchor, 0, last - 1)
-        inside = x_s * slopes[segment] + intercepts[segment]
-        return np.where(anchor < 0, offsets[0], np.where(anchor >= last, offsets[last], inside))
+        # Right-side search: the number of members with ts ≤ x, which is i + 1 for the unique i with
+        # ts_i ≤ x < ts_{i+1}, 0 before the first member and |C| from the last one on.
+        piece = np.searchsorted(self.ts_s, x_s, side="right")
+        return x_s * self.slope[piece] + self.intercept[piece]
 
 
 def offset_function(rtt: Histogram, ts_s: IntArray, offsets_ns: FloatArray) -> OffsetFunction:

@@ -103,8 +103,9 @@ def histogram(keys: ArrayLike) -> Histogram:
     counts[-1] = n - (k - 1) * m
     width = hi - lo
     integral = values.dtype.kind == "i"
-    # ⌊w/2⌋: an integer shift for integer keys; for floats w/2 is exact, so floor(w · 0.5) equals Python's w // 2.
-    mid = lo + (width >> 1 if integral else np.floor(width * 0.5))
+    # ⌊w/2⌋ (w ≥ 0): integer division for integer keys; for floats w/2 is exact, so floor(w · 0.5) equals
+    # Python's w // 2.
+    mid = lo + (width // 2 if integral else np.floor(width * 0.5))
     scores = _scores(n, ordered[-1] - ordered[0], counts, width, integral=integral)
 
     r = representatives(k)

@@ -148,6 +148,14 @@ class TestRescaledRange:
 
         assert [hurst_rs(row) for row in series] == [fit.hurst for fit in fits]
 
+    def test_long_lag_excluded_rows_count_when_short_lag_blocks_are_flat(self):
+        """Flat at every short-lag block (lags 2 … 5 from s = 0, b, …, 4b) is still not a constant series."""
+        x = np.random.default_rng(21).normal(size=512)
+        for start in range(0, 512, 102):
+            x[start : start + 6] = 0.25
+
+        assert pytest.approx(literal_rs(x.tolist()), abs=1e-12) == hurst_rs(x)
+
     def test_constant_series_is_not_analysable(self):
         with pytest.raises(NotAnalysable) as caught:
             hurst_rs(np.full(512, 7e6))
