@@ -234,19 +234,18 @@ def analyse(observations: NDArray[np.void]) -> AnalysisResult:
     )
     up_congested = congested_minutes(per_minute.upstream, up_hurst.effective)
     down_congested = congested_minutes(per_minute.downstream, down_hurst.effective)
-    kept = int(minutes.size.size)
 
     return AnalysisResult(
         timestamp=last_ts,
         upstream=DirectionResult(
             usage=window_usage.upstream.usage,
-            quality=(kept - up_congested) / kept,
+            quality=quality(per_minute.upstream, up_hurst.effective),
             hurst_wavelet=up_hurst.wavelet.hurst,
             hurst_rs=up_hurst.rs.hurst,
         ),
         downstream=DirectionResult(
             usage=window_usage.downstream.usage,
-            quality=(kept - down_congested) / kept,
+            quality=quality(per_minute.downstream, down_hurst.effective),
             hurst_wavelet=down_hurst.wavelet.hurst,
             hurst_rs=down_hurst.rs.hurst,
         ),

@@ -232,4 +232,6 @@ def _bin_layout(capacity: int) -> _BinLayout:
     last_bin = column == k - 1  # only when R = k (k = 2 or 4): the bin that holds the left-overs
     hi = np.where(last_bin, size - 1, lo + m - 1)
     counts = np.where(last_bin, size - (k - 1) * m, m)
+    for array in (lo, hi, counts, outside):
+        array.flags.writeable = False  # cached and shared by every later call
     return _BinLayout(lo=lo, hi=hi, counts=counts, outside=outside)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pywt  # type: ignore[import-untyped]  # PyWavelets ships no type information
@@ -15,6 +16,7 @@ from processor.errors import NotAnalysable
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
+_Plan = TypeVar("_Plan")
 
 #: Shortest Hurst series; below it the R/S block size ⌊L / 5⌋ is 0 (reason ``hurst_series_too_short``).
 MIN_HURST_SERIES = 8
@@ -163,7 +165,8 @@ class _RsBlocks:
         lag_all = np.tile(lag, rows)
         offsets = np.cumsum(lag_all) - lag_all
         count = np.arange(int(lag_all.sum())) - np.repeat(offsets, lag_all) + 1  # j + 1
-        return cls(
+        return _read_only(
+            cls,
             start=start,
             end=start + lag_all,
             lag=lag_all,
@@ -361,7 +364,6 @@ def _wavelet_plan(length: int) -> _WaveletPlan | None:
     if length <= WAVELET_MATRIX_MAX_LENGTH:
         # Row i of the identity's coefficients is the image of the unit vector e_i: the map's i-th column.
         matrix = np.ascontiguousarray(_kept_coefficients(np.eye(length)).T)
-        matrix.flags.writeable = False
     scale = np.arange(first, last + 1, dtype=np.float64)
     if scale.size == 1:
         # One octave: the minimum-norm solution of a·x0 + c = y is (a, c) = y·(x0, 1) / (x0² + 1).
@@ -369,7 +371,8 @@ def _wavelet_plan(length: int) -> _WaveletPlan | None:
     else:
         centred = scale - scale.mean()
         weights = centred / np.dot(centred, centred)  # Σ (x − x̄)·y / Σ (x − x̄)²
-    return _WaveletPlan(
+    return _read_only(
+        _WaveletPlan,
         length=length,
         scale=scale,
         counts=counts,
@@ -394,6 +397,14 @@ def _kept_coefficients(x: FloatArray) -> FloatArray:
     coefficients = pywt.wavedec(x, WAVELET, mode=WAVELET_MODE, level=length.bit_length() - 3, axis=-1)
     # Drop one leading coefficient and the trailing remainder: keep indices 1 … L/2^o − 3.
     return np.concatenate([coefficients[-o][:, 1 : (length >> o) - 2] for o in range(first, last + 1)], axis=1)
+
+
+def _read_only(cls: type[_Plan], **fields: Any) -> _Plan:
+    """Build a cached plan whose arrays cannot be changed by accident (they are shared by every later call)."""
+    for value in fields.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return cls(**fields)
 
 
 def _slope(x: FloatArray, y: FloatArray) -> float:
