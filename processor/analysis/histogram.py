@@ -177,14 +177,21 @@ def sorted_segment_modes(ordered: FloatArray, sizes: IntArray) -> SegmentModes:
     ordered : ndarray of float64, shape (N,)
         The segments' keys one after the other, N = ``sizes.sum()``, each segment already sorted ascending with
         a stable sort (equal keys in the segment's own order; only their values matter here).
-    sizes : ndarray of int64, shape (S,)
-        Item count of each segment; each at least 4 (checked by the caller).
+    sizes : ndarray of int64, shape (S,), S ≥ 1
+        Item count of each segment.
 
     Returns
     -------
     SegmentModes
         ``mode`` and ``threshold`` arrays of shape (S,), in the unit of the keys.
+
+    Raises
+    ------
+    NotAnalysable
+        Reason ``too_few_bins`` when a segment has fewer than 4 items.
     """
+    if sizes.min() < MIN_HISTOGRAM_ITEMS:
+        raise NotAnalysable("too_few_bins")
     last_item = np.cumsum(sizes) - 1
     first_item = (last_item + 1 - sizes)[:, np.newaxis]
     layout = _bin_layout(1 << int(sizes.max()).bit_length())

@@ -131,3 +131,9 @@ class TestSortedSegmentModes:
 
         assert [histogram(p).mode for p in parts] == modes.mode.tolist()
         assert [histogram(p).threshold for p in parts] == modes.threshold.tolist()
+
+    def test_a_segment_of_fewer_than_four_keys_is_too_few_bins(self):
+        with pytest.raises(NotAnalysable) as caught:
+            sorted_segment_modes(np.arange(12.0), np.array([5, 3, 4]))
+
+        assert "too_few_bins" == caught.value.reason
