@@ -208,7 +208,11 @@ def read_report(path: Path) -> Report:
     # O_NOFOLLOW: the entry may have been swapped for a link since lstat.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_REPORT_BYTES + 1)
+        # Ask for the size lstat saw plus one byte (a file that grew shows as longer): a read of 1 MiB + 1
+        # would allocate that much for every 4.5 KB report.
+        data = handle.read(min(info.st_size, MAX_REPORT_BYTES) + 1)
+        if len(data) > info.st_size:
+            data += handle.read(MAX_REPORT_BYTES + 1 - len(data))
     if len(data) > MAX_REPORT_BYTES:
         raise UnusableReport(path, "too_large", "grew while read", info.st_mtime)
     if not data:

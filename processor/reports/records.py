@@ -21,6 +21,9 @@ OBSERVATION_DTYPE = np.dtype(
     [("ts", "i8"), ("type", "u1"), ("size", "i4"), ("t1", "i8"), ("t2", "i8"), ("t3", "i8"), ("t4", "i8")]
 )
 
+#: The seven field names, in record order.
+OBSERVATION_FIELDS: tuple[str, ...] = ("ts", "type", "size", "t1", "t2", "t3", "t4")
+
 #: Type byte of a reply to a short probe, the only records the analysis uses.
 SHORT = ord("S")
 #: Type byte of a reply to a long probe (kept, never analysed).
@@ -29,6 +32,7 @@ LONG = ord("L")
 Observations = NDArray[np.void]
 
 assert WIRE_DTYPE.itemsize == RECORD_SIZE
+assert OBSERVATION_DTYPE.names == WIRE_DTYPE.names == OBSERVATION_FIELDS
 
 
 def decode_records(message: bytes) -> Observations:
@@ -59,7 +63,7 @@ def window_observations(parts: Sequence[Observations]) -> Observations:
     if merged.size > 1:
         differs = np.ones(merged.size, dtype=bool)
         same = np.ones(merged.size - 1, dtype=bool)
-        for field in OBSERVATION_DTYPE.names:
+        for field in OBSERVATION_FIELDS:
             column = merged[field]
             same &= column[1:] == column[:-1]
         differs[1:] = ~same
