@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-#: The project's shared data lives beside the checkout (CI lays it there); it is read, never copied.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.shared_data import SHARED_DATA
 
 
 @pytest.fixture(scope="session")

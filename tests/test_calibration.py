@@ -29,6 +29,7 @@ from processor.calibration.table import (
 from processor.errors import BadDescription
 from processor.reports.files import report_json
 from processor.reports.records import Observations, observations
+from tests.shared_data import CALIBRATION_EXPERIMENTS
 
 #: Start of the synthetic experiments: 08:00 UTC, far from any midnight wrap of the clocks.
 START_S = 1_700_035_200
@@ -480,14 +481,7 @@ class TestCalibrateCommand:
         assert "no batch directory" in capsys.readouterr().err
 
 
-EXPERIMENTS = (
-    "batch-test-report-1b",
-    "batch-test-reports-2b",
-    "batch-test-reports-3b",
-    "batch-test-reports-4b",
-    "batch-test-reports-5b",
-    "batch-test-reports-6b",
-)
+EXPERIMENTS = CALIBRATION_EXPERIMENTS
 
 
 class TestSharedCalibrationData:

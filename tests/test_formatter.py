@@ -17,20 +17,13 @@ import pytest
 from processor.calibration.progress import ProgressBar
 from processor.reports.files import report_json
 from reports_batch_formatter.formatter import DEFAULT_OUTPUT_FILENAME, EXIT_FAILED, EXIT_OK, main
+from tests.shared_data import CALIBRATION_EXPERIMENTS
 from tests.test_calibration import START_S, probes, write_log, write_logs
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATTER = REPO / "reports_batch_formatter" / "formatter.py"
 
-#: The six calibration experiments of ../shared/data/calibration (data README).
-EXPERIMENTS = (
-    "batch-test-report-1b",
-    "batch-test-reports-2b",
-    "batch-test-reports-3b",
-    "batch-test-reports-4b",
-    "batch-test-reports-5b",
-    "batch-test-reports-6b",
-)
+EXPERIMENTS = CALIBRATION_EXPERIMENTS
 
 
 def tree_digest(directory: Path) -> dict[str, tuple[str, str, int]]:

@@ -18,15 +18,9 @@ from processor.analysis import analyse
 from processor.errors import NotAnalysable
 from processor.reports.files import read_report
 from processor.reports.records import window_observations
+from tests.shared_data import CALIBRATION_EXPERIMENTS
 
-EXPERIMENTS = [
-    "batch-test-report-1b",
-    "batch-test-reports-2b",
-    "batch-test-reports-3b",
-    "batch-test-reports-4b",
-    "batch-test-reports-5b",
-    "batch-test-reports-6b",
-]
+EXPERIMENTS = CALIBRATION_EXPERIMENTS
 
 #: Tolerances of the parity rule.
 USAGE_TOLERANCE = 1e-9
