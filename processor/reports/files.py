@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
 import os
@@ -97,6 +98,7 @@ def _ip_text(text: str) -> str | None:
     return str(address)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> str:
     """
     Return the client address of a report's ``from`` field (reports spec §2.2, change D5).
