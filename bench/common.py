@@ -1,0 +1,421 @@
+"""
+Shared helpers of the end-to-end benchmarks (``e2e.py``, ``fanout.py``, ``soak.py``); not a benchmark itself.
+
+Each benchmark works in a RabbitMQ virtual host of its own (:class:`Vhost`), created and deleted with
+``rabbitmqctl``, because other users run tests on the same broker: the default vhost ``/`` is never used or
+purged. Real processes are started with :class:`Worker` (``celery -A processor.tasks worker``), :class:`Beat` and
+:func:`start_api` (the stand-in tix-api of ``tests/fake_api.py``); :class:`RssSampler` follows the peak resident
+memory of a process tree. Processes are stopped by their own pid only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.fake_api import FakeApiControl, read_log, start_fake_api_process  # noqa: E402
+
+#: Credentials of the stand-in tix-api's admin account used by every benchmark.
+API_USER = "admin"
+API_PASSWORD = "secret"
+
+#: The broker every benchmark uses (the local RabbitMQ, guest/guest).
+BROKER_HOST = "127.0.0.1"
+BROKER_PORT = 5672
+
+
+def emit(document: Mapping[str, Any]) -> None:
+    """Print the benchmark's one JSON line."""
+    print(json.dumps(document, sort_keys=False), flush=True)
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the JSON line alone goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- RabbitMQ ----------------------------------------------------------------------------------------------------
+
+
+def rabbitmqctl(*args: str, timeout_s: float = 120.0) -> str:
+    """Run ``rabbitmqctl <args>`` and return its standard output; raise on a non-zero exit."""
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def broker_url(vhost: str) -> str:
+    """``amqp://guest:guest@127.0.0.1:5672/<vhost>`` (the vhost percent-encoded)."""
+    from urllib.parse import quote
+
+    return f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/{quote(vhost, safe='')}"
+
+
+@dataclass
+class Vhost:
+    """A RabbitMQ virtual host of this benchmark run: created with guest's permissions, deleted on exit."""
+
+    name: str
+
+    @classmethod
+    def for_bench(cls, kind: str) -> Vhost:
+        return cls(f"tix-bench-{kind}-{os.getpid()}")
+
+    def __enter__(self) -> Vhost:
+        if self.name == "/":
+            raise ValueError("the benchmarks never use the default vhost")
+        rabbitmqctl("add_vhost", self.name)
+        rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            rabbitmqctl("delete_vhost", self.name)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            log(f"could not delete vhost {self.name}: {error}")
+
+    @property
+    def url(self) -> str:
+        return broker_url(self.name)
+
+    def queue_depth(self, queue: str = "celery") -> int | None:
+        """Ready messages in ``queue`` (passive declare); None when the queue does not exist or the broker is away."""
+        from kombu import Connection
+
+        try:
+            with Connection(self.url, connect_timeout=5) as connection:
+                channel = connection.channel()
+                try:
+                    return int(channel.queue_declare(queue=queue, passive=True).message_count)
+                finally:
+                    channel.close()
+        except Exception:
+            return None
+
+    def list_queues(self) -> dict[str, tuple[int, int]]:
+        """``rabbitmqctl list_queues``: queue name → (ready, unacknowledged)."""
+        out = rabbitmqctl("list_queues", "-q", "-p", self.name, "name", "messages_ready", "messages_unacknowledged")
+        queues: dict[str, tuple[int, int]] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit():
+                queues[parts[0]] = (int(parts[1]), int(parts[2]))
+        return queues
+
+    def purge(self, queue: str = "celery") -> None:
+        rabbitmqctl("purge_queue", "-p", self.name, queue)
+
+
+def broker_in_use_by_others() -> list[str]:
+    """Command lines of celery or pytest processes not started by this benchmark (before restarting the broker)."""
+    me = psutil.Process()
+    mine = {me.pid, *(child.pid for child in me.children(recursive=True))}
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if process.info["pid"] in mine or "bench/" in cmdline:
+            continue
+        if re.search(r"\bcelery\b|\bpytest\b", cmdline):
+            found.append(f"{process.info['pid']} {cmdline[:120]}")
+    return found
+
+
+# -- the processor's environment and processes ---------------------------------------------------------------------
+
+
+def processor_env(
+    *,
+    reports: Path,
+    vhost: Vhost,
+    api_port: int | None,
+    period_min: int = 10,
+    log_level: str = "INFO",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a worker or beat of this benchmark (service spec §1), on top of ours."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
+            "PROCESSOR_TYPE": "WORKER",
+            "TIX_REPORTS_BASE_PATH": str(reports),
+            "TIX_PROCESSING_PERIOD": str(period_min),
+            "TIX_RABBITMQ_HOST": BROKER_HOST,
+            "TIX_RABBITMQ_PORT": str(BROKER_PORT),
+            "TIX_RABBITMQ_USER": "guest",
+            "TIX_RABBITMQ_PASS": "guest",
+            "TIX_RABBITMQ_VHOST": vhost.name,
+            "TIX_API_HOST": "127.0.0.1",
+            "TIX_API_USER": API_USER,
+            "TIX_API_PASSWORD": API_PASSWORD,
+            "CELERY_LOG_LEVEL": log_level,
+        }
+    )
+    if api_port is not None:
+        env["TIX_API_PORT"] = str(api_port)
+    for name in ("TIX_API_SSL",):
+        env.pop(name, None)
+    env.update(extra or {})
+    return env
+
+
+def _wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and regex.search(path.read_text(errors="replace")):
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}; see {path}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{pattern!r} did not appear in {path} within {timeout_s} s")
+
+
+def stop_process(process: subprocess.Popen[Any], *, grace_s: float = 20.0) -> None:
+    """SIGTERM ``process`` (by its pid), SIGKILL it after ``grace_s``; then its leftover children by pid."""
+    if process.poll() is not None:
+        return
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for child in children:
+        with suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+@dataclass
+class Worker:
+    """``celery -A processor.tasks worker -c N`` as a separate process, its output in ``log_path``."""
+
+    env: dict[str, str]
+    log_path: Path
+    concurrency: int = 2
+    name: str = "bench"
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self, *, timeout_s: float = 60.0) -> Worker:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "processor.tasks",
+            "worker",
+            "-c",
+            str(self.concurrency),
+            "-n",
+            f"{self.name}-{os.getpid()}@%h",
+            "--loglevel",
+            self.env.get("CELERY_LOG_LEVEL", "INFO"),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        _wait_for_line(self.log_path, r"\bready\.", self.process, timeout_s)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=False)
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, *, grace_s: float = 30.0) -> None:
+        if self.process is not None:
+            stop_process(self.process, grace_s=grace_s)
+
+
+@dataclass
+class Beat:
+    """``celery -A processor.tasks beat`` as a separate process (schedule file in ``schedule_dir``)."""
+
+    env: dict[str, str]
+    log_path: Path
+    schedule_dir: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self, *, timeout_s: float = 60.0) -> Beat:
+        env = dict(self.env, PROCESSOR_TYPE="BEAT", CELERY_BEAT_SCHEDULE_DIR=str(self.schedule_dir))
+        self.schedule_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "celery", "-A", "processor.tasks", "beat", "--loglevel", "INFO", "--pidfile="]
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _wait_for_line(self.log_path, r"beat: Starting", self.process, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, grace_s=10.0)
+
+
+@dataclass
+class Api:
+    """The stand-in tix-api process, its control client and its JSON-lines request log."""
+
+    process: subprocess.Popen[bytes]
+    control: FakeApiControl
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.control.base_url.rsplit(":", 1)[1])
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every POST of a report handled so far (from the log file, complete lines only)."""
+        return read_log(self.log_path)
+
+    def stop(self) -> None:
+        stop_process(self.process, grace_s=10.0)
+
+
+def start_api(directory: Path, *, mode: str = "ok") -> Api:
+    """Start ``tests/fake_api.py`` on a free port of 127.0.0.1 with the benchmark's admin credentials."""
+    directory.mkdir(parents=True, exist_ok=True)
+    process, control, log_path = start_fake_api_process(
+        directory, admin_user=API_USER, admin_password=API_PASSWORD, mode=mode
+    )
+    return Api(process, control, log_path)
+
+
+# -- the Celery tasks in this process ------------------------------------------------------------------------------
+
+
+def import_tasks(env: Mapping[str, str]) -> Any:
+    """Import :mod:`processor.tasks` in this process with ``env`` (its configuration is read once, at import)."""
+    for name in list(os.environ):
+        if name.startswith("TIX_") or name in ("PROCESSOR_TYPE", "CELERY_LOG_LEVEL"):
+            del os.environ[name]
+    os.environ.update({key: value for key, value in env.items() if key.startswith(("TIX_", "PROCESSOR_", "CELERY_"))})
+    if "processor.tasks" in sys.modules:
+        raise RuntimeError("processor.tasks is already imported with another configuration")
+    import processor.tasks as tasks
+
+    return tasks
+
+
+def send_fanout(vhost: Vhost, reports: Path, *, expires_s: int = 540) -> None:
+    """Publish one ``processor.tasks.process_users_data(<reports>)`` message, as the beat does."""
+    from celery import Celery
+
+    app = Celery("bench-publisher", broker=vhost.url)
+    app.conf.update(task_serializer="json", broker_transport_options={"confirm_publish": True})
+    try:
+        app.send_task("processor.tasks.process_users_data", args=(str(reports),), expires=expires_s)
+    finally:
+        app.close()
+
+
+# -- memory --------------------------------------------------------------------------------------------------------
+
+
+class RssSampler:
+    """
+    Samples the resident set size of a process and its children every ``interval_s`` in a thread.
+
+    ``peaks`` maps pid → (role, peak RSS in bytes); the role is ``main`` for the root and ``child`` otherwise.
+    """
+
+    def __init__(self, root_pid: int, *, interval_s: float = 0.1) -> None:
+        self.root_pid = root_pid
+        self.interval_s = interval_s
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.root_pid)
+            processes = [("main", root)] + [("child", child) for child in root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for role, process in processes:
+            try:
+                rss = process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+            old = self.peaks.get(process.pid, (role, 0))[1]
+            self.peaks[process.pid] = (role, max(old, rss))
+        self.samples += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Peak RSS in MiB: of the main process, the largest of any child, and the number of processes seen."""
+        main = [rss for role, rss in self.peaks.values() if role == "main"]
+        children = [rss for role, rss in self.peaks.values() if role == "child"]
+        return {
+            "main_peak_mib": round(max(main, default=0) / 2**20, 1),
+            "child_peak_mib": round(max(children, default=0) / 2**20, 1),
+            "processes_seen": len(self.peaks),
+            "samples": self.samples,
+        }
+
+
+# -- worker logs ---------------------------------------------------------------------------------------------------
+
+
+def count_lines(path: Path, needle: str) -> int:
+    """How many lines of ``path`` contain ``needle`` (0 if the file is missing)."""
+    try:
+        with path.open("rb") as handle:
+            raw = needle.encode()
+            return sum(1 for line in handle if raw in line)
+    except FileNotFoundError:
+        return 0
+
+
+@contextmanager
+def cleanup_stack() -> Iterator[list[Any]]:
+    """A list of objects with ``stop()``; stopped in reverse order on exit, errors logged, never raised."""
+    items: list[Any] = []
+    try:
+        yield items
+    finally:
+        for item in reversed(items):
+            try:
+                item.stop()
+            except Exception as error:
+                log(f"cleanup of {item!r} failed: {error}")
