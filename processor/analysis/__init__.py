@@ -1,4 +1,7 @@
-"""The analysis of one window: from its observations to usage, quality and Hurst per direction (analysis spec)."""
+"""
+The analysis of one window: from its observations to usage, quality and Hurst per direction (analysis spec), plus
+the queueing-share usage of the usage-queueing spec beside the original usage.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,16 @@ from processor.analysis.quality import (
     quality,
     quality_minutes,
 )
+from processor.analysis.queueing import (
+    FLOOR_RESIDUALS,
+    MIN_QUEUEING_SAMPLES,
+    QUEUED_MARGIN_NS,
+    LowerEnvelope,
+    QueueingShare,
+    lower_envelope,
+    queueing_share,
+    queueing_shares,
+)
 from processor.analysis.usage import DirectionUsage, SetUsage, one_way_times, set_usage, usage
 from processor.errors import NotAnalysable
 from processor.reports.records import OBSERVATION_DTYPE, SHORT
@@ -46,9 +59,12 @@ from processor.reports.records import OBSERVATION_DTYPE, SHORT
 __all__ = [
     "ALPHA",
     "DAY_NS",
+    "FLOOR_RESIDUALS",
     "MEANINGFUL_WINDOW_S",
     "MIN_HURST_SERIES",
     "MIN_MINUTE_OBSERVATIONS",
+    "MIN_QUEUEING_SAMPLES",
+    "QUEUED_MARGIN_NS",
     "AnalysisResult",
     "Diagnostics",
     "DirectionDiagnostics",
@@ -57,10 +73,12 @@ __all__ = [
     "Histogram",
     "HurstEstimates",
     "HurstFit",
+    "LowerEnvelope",
     "MinuteUsages",
     "Minutes",
     "NotAnalysable",
     "OffsetFunction",
+    "QueueingShare",
     "SetUsage",
     "analyse",
     "congested_minutes",
@@ -70,12 +88,15 @@ __all__ = [
     "hurst_rs",
     "hurst_series_length",
     "hurst_wavelet",
+    "lower_envelope",
     "minute_usages",
     "observation_offsets",
     "offset_function",
     "one_way_times",
     "quality",
     "quality_minutes",
+    "queueing_share",
+    "queueing_shares",
     "reference_set",
     "rs_fits",
     "set_usage",
@@ -100,13 +121,19 @@ class DirectionResult:
     quality: float  # share of kept minutes not congested, in [0, 1]
     hurst_wavelet: float  # dimensionless
     hurst_rs: float  # dimensionless
+    usage_queueing: float | None = None  # queueing share (usage-queueing spec), in [0, 1]; None when degenerate
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"usage", "quality", "hurst": {"wavelet", "rs"}}`` with plain floats, in the original's key order."""
+        """
+        ``{"usage", "quality", "hurst": {"wavelet", "rs"}, "usage_queueing"}`` with plain floats (or None).
+
+        The original's keys come first, in its order; the new ``usage_queueing`` follows them.
+        """
         return {
             "usage": self.usage,
             "quality": self.quality,
             "hurst": {"wavelet": self.hurst_wavelet, "rs": self.hurst_rs},
+            "usage_queueing": self.usage_queueing,
         }
 
 
@@ -118,6 +145,7 @@ class DirectionDiagnostics:
     hurst: HurstEstimates  # both fits with their points
     minute_usages: NDArray[np.float64]  # usage of each kept minute, dimensionless
     congested_minutes: int
+    queueing: QueueingShare  # the queueing share with its skew line, residual floor and counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +177,11 @@ class AnalysisResult:
     diagnostics: Diagnostics
 
     def as_results_dict(self) -> dict[str, Any]:
-        """The original results dict (§7.7): plain ints and floats, keys in the original order, usage unclamped."""
+        """
+        The results dict (§7.7): plain ints and floats, keys in the original order, usage unclamped.
+
+        Each direction also carries ``usage_queueing`` (a float in [0, 1] or None) after the original keys.
+        """
         return {
             "timestamp": self.timestamp,
             "upstream": self.upstream.as_dict(),
@@ -181,7 +213,8 @@ def analyse(observations: NDArray[np.void]) -> AnalysisResult:
     Returns
     -------
     AnalysisResult
-        ``as_results_dict()`` gives the original results dict; ``diagnostics`` the intermediate values.
+        ``as_results_dict()`` gives the original results dict, each direction with ``usage_queueing`` added
+        (usage-queueing spec: None when W has fewer than 10 samples); ``diagnostics`` the intermediate values.
 
     Raises
     ------
@@ -235,6 +268,9 @@ def analyse(observations: NDArray[np.void]) -> AnalysisResult:
     up_congested = congested_minutes(per_minute.upstream, up_hurst.effective)
     down_congested = congested_minutes(per_minute.downstream, down_hurst.effective)
 
+    # Usage-queueing spec: never raises, so it cannot change which windows are analysable or why.
+    up_queueing, down_queueing = queueing_shares(window_ts, t1[first:], t2[first:], t3[first:], t4[first:])
+
     return AnalysisResult(
         timestamp=last_ts,
         upstream=DirectionResult(
@@ -242,12 +278,14 @@ def analyse(observations: NDArray[np.void]) -> AnalysisResult:
             quality=quality(per_minute.upstream, up_hurst.effective),
             hurst_wavelet=up_hurst.wavelet.hurst,
             hurst_rs=up_hurst.rs.hurst,
+            usage_queueing=up_queueing.usage,
         ),
         downstream=DirectionResult(
             usage=window_usage.downstream.usage,
             quality=quality(per_minute.downstream, down_hurst.effective),
             hurst_wavelet=down_hurst.wavelet.hurst,
             hurst_rs=down_hurst.rs.hurst,
+            usage_queueing=down_queueing.usage,
         ),
         diagnostics=Diagnostics(
             observations=int(ts.size),
@@ -256,7 +294,11 @@ def analyse(observations: NDArray[np.void]) -> AnalysisResult:
             rtt_histogram=rtt,
             offset=offset,
             minutes=minutes,
-            upstream=DirectionDiagnostics(window_usage.upstream, up_hurst, per_minute.upstream, up_congested),
-            downstream=DirectionDiagnostics(window_usage.downstream, down_hurst, per_minute.downstream, down_congested),
+            upstream=DirectionDiagnostics(
+                window_usage.upstream, up_hurst, per_minute.upstream, up_congested, up_queueing
+            ),
+            downstream=DirectionDiagnostics(
+                window_usage.downstream, down_hurst, per_minute.downstream, down_congested, down_queueing
+            ),
         ),
     )

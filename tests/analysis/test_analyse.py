@@ -101,6 +101,7 @@ class TestTextLogWorkedNumbers:
 
 class TestResultsDict:
     def test_has_the_original_shape_key_order_and_plain_types(self):
+        """The original keys in the original order, then the added ``usage_queueing``; plain finite floats."""
         rng = np.random.default_rng(1)
         result = analyse(window(queueing_times(rng, 1200), queueing_times(rng, 1200)))
 
@@ -109,10 +110,16 @@ class TestResultsDict:
         assert ["timestamp", "upstream", "downstream"] == list(payload)
         assert type(payload["timestamp"]) is int
         for direction in ("upstream", "downstream"):
-            assert ["usage", "quality", "hurst"] == list(payload[direction])
+            assert ["usage", "quality", "hurst", "usage_queueing"] == list(payload[direction])
             assert ["wavelet", "rs"] == list(payload[direction]["hurst"])
-            values = [payload[direction]["usage"], payload[direction]["quality"], *payload[direction]["hurst"].values()]
+            values = [
+                payload[direction]["usage"],
+                payload[direction]["quality"],
+                *payload[direction]["hurst"].values(),
+                payload[direction]["usage_queueing"],
+            ]
             assert all(type(value) is float and np.isfinite(value) for value in values)
+            assert 0.0 <= payload[direction]["usage_queueing"] <= 1.0
 
     def test_timestamp_is_the_last_observation_of_the_window(self):
         rng = np.random.default_rng(2)
