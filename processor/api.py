@@ -24,12 +24,15 @@ from processor import __version__
 from processor.errors import ApiError, ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
-    from processor.config import Config
+    from processor.config import Config, UsageEstimator
 
 logger = logging.getLogger(__name__)
 
 #: Value of the payload's ``version`` field [Original].
 PAYLOAD_VERSION = "1.0.0"
+
+#: Usage estimators that can fill ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``, usage-queueing spec).
+USAGE_ESTIMATORS = ("v2", "queueing")
 
 #: ``User-Agent`` header of every request (§5.2).
 USER_AGENT = f"tix-time-processor/{__version__}"
@@ -108,7 +111,8 @@ def check_results(results: Any) -> None:
     Check that ``results`` has the shape of analysis.md §7.7.
 
     ``{"timestamp": int, "upstream": {"usage", "quality", "hurst": {"wavelet", "rs"}}, "downstream": {…}}`` with
-    finite numbers; extra keys are allowed.
+    finite numbers; extra keys are allowed. The optional ``usage_queueing`` of each direction (usage-queueing
+    spec; absent from files of the original) must be null or a number in [0, 1] when present.
 
     Raises
     ------
@@ -133,6 +137,9 @@ def check_results(results: Any) -> None:
         for key in ("wavelet", "rs"):
             if not _is_number(hurst.get(key)):
                 raise ValueError(f"results.{direction}.hurst.{key} must be a finite number, got {hurst.get(key)!r}")
+        queueing = block.get("usage_queueing")
+        if queueing is not None and not (_is_number(queueing) and 0.0 <= float(queueing) <= 1.0):
+            raise ValueError(f"results.{direction}.usage_queueing must be null or in [0, 1], got {queueing!r}")
 
 
 def clamp_usage(usage: float) -> float:
@@ -140,38 +147,64 @@ def clamp_usage(usage: float) -> float:
     return min(max(float(usage), 0.0), 1.0)
 
 
-def build_payload(results: Mapping[str, Any], *, ip: str, asn: int | None, as_owner: str | None) -> dict[str, Any]:
+def _queueing_usage(block: Mapping[str, Any]) -> float | None:
+    """A direction's ``usage_queueing`` as a float, or None when null or absent (files of the original)."""
+    value = block.get("usage_queueing")
+    return None if value is None else float(value)
+
+
+def build_payload(
+    results: Mapping[str, Any],
+    *,
+    ip: str,
+    asn: int | None,
+    as_owner: str | None,
+    usage_estimator: UsageEstimator = "v2",
+) -> dict[str, Any]:
     """
-    The JSON object POSTed to tix-api, keys in the order of §5.2.
+    The JSON object POSTed to tix-api, keys in the order of §5.2, then the two queueing shares.
 
     Parameters
     ----------
     results : mapping
-        The results dict of analysis.md §7.7 (usage unclamped).
+        The results dict of analysis.md §7.7 (usage unclamped), with or without ``usage_queueing``.
     ip : str
         The client address without port.
     asn, as_owner : int or None, str or None
         The resolved AS (D13), or None.
+    usage_estimator : {"v2", "queueing"}
+        What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``): ``v2`` the original usage clamped to
+        [0, 1] (D4); ``queueing`` the direction's ``usage_queueing``, or the clamped original usage when that is
+        null or absent (a failed-results file of the original or of an earlier version).
 
     Returns
     -------
     dict
         ``timestamp, version, upUsage, upQuality, downUsage, downQuality, hurstUpRs, hurstUpWavelet, hurstDownRs,
-        hurstDownWavelet, ip, asn, asOwner``; usages clamped to [0, 1] (D4).
+        hurstDownWavelet, ip, asn, asOwner, upUsageQueueing, downUsageQueueing``. The last two are always there:
+        the queueing shares in [0, 1], or null when unknown (tix-api ignores fields it does not know).
 
     Raises
     ------
     ValueError
-        When ``results`` does not have the shape of §7.7 (see :func:`check_results`).
+        When ``results`` does not have the shape of §7.7 (see :func:`check_results`), or for an unknown
+        ``usage_estimator``.
     """
+    if usage_estimator not in USAGE_ESTIMATORS:
+        raise ValueError(f"`usage_estimator` must be one of {', '.join(USAGE_ESTIMATORS)}, got {usage_estimator!r}")
     check_results(results)
     up, down = results["upstream"], results["downstream"]
+    up_queueing, down_queueing = _queueing_usage(up), _queueing_usage(down)
+    up_usage, down_usage = clamp_usage(up["usage"]), clamp_usage(down["usage"])
+    if usage_estimator == "queueing":
+        up_usage = up_usage if up_queueing is None else up_queueing
+        down_usage = down_usage if down_queueing is None else down_queueing
     return {
         "timestamp": int(results["timestamp"]),
         "version": PAYLOAD_VERSION,
-        "upUsage": clamp_usage(up["usage"]),
+        "upUsage": up_usage,
         "upQuality": float(up["quality"]),
-        "downUsage": clamp_usage(down["usage"]),
+        "downUsage": down_usage,
         "downQuality": float(down["quality"]),
         "hurstUpRs": float(up["hurst"]["rs"]),
         "hurstUpWavelet": float(up["hurst"]["wavelet"]),
@@ -180,6 +213,8 @@ def build_payload(results: Mapping[str, Any], *, ip: str, asn: int | None, as_ow
         "ip": ip,
         "asn": None if asn is None else int(asn),
         "asOwner": as_owner,
+        "upUsageQueueing": up_queueing,
+        "downUsageQueueing": down_queueing,
     }
 
 

@@ -21,9 +21,12 @@ logger = logging.getLogger(__name__)
 
 ProcessorType = Literal["STANDALONE", "BEAT", "WORKER"]
 IpToAsBackend = Literal["none", "mysql", "pfx2as"]
+UsageEstimator = Literal["v2", "queueing"]
 
 PROCESSOR_TYPES: tuple[ProcessorType, ...] = ("STANDALONE", "BEAT", "WORKER")
 IPTOAS_BACKENDS: tuple[IpToAsBackend, ...] = ("none", "mysql", "pfx2as")
+#: Values of TIX_USAGE_ESTIMATOR: the original rule (``v2``) or the queueing share (usage-queueing spec).
+USAGE_ESTIMATORS: tuple[UsageEstimator, ...] = ("v2", "queueing")
 
 #: Accepted log levels, with the aliases of service.md §1 mapped to their standard names.
 LOG_LEVELS = {
@@ -184,6 +187,8 @@ class Config:
     iptoas_cache_size: int
     beat_schedule_dir: Path
     log_level: str
+    #: What fills the payload's ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``); both are always posted too.
+    usage_estimator: UsageEstimator = "v2"
     #: Configuration warnings, each "<VARIABLE>: <text>", to be logged at WARNING once at start.
     warnings: tuple[str, ...] = ()
 
@@ -282,6 +287,9 @@ class Config:
             iptoas_cache_size=cast(int, read.integer("TIX_IPTOAS_CACHE_SIZE", default=4096, low=1)),
             beat_schedule_dir=Path(read.raw("CELERY_BEAT_SCHEDULE_DIR") or "/tmp/celerybeat-schedule.d"),
             log_level=log_level,
+            usage_estimator=cast(
+                UsageEstimator, read.choice("TIX_USAGE_ESTIMATOR", default="v2", choices=USAGE_ESTIMATORS, upper=False)
+            ),
             warnings=tuple(read.warnings),
         )
         if read.problems:

@@ -33,6 +33,13 @@ RESULTS = {
     "downstream": {"usage": -0.125, "quality": 1.0, "hurst": {"wavelet": 0.5, "rs": 0.55}},
 }
 
+#: RESULTS as the analysis gives them now: each direction also carries ``usage_queueing`` (usage-queueing spec).
+RESULTS_WITH_QUEUEING = {
+    "timestamp": 1700001139,
+    "upstream": {**RESULTS["upstream"], "usage_queueing": 0.0625},
+    "downstream": {**RESULTS["downstream"], "usage_queueing": 0.875},
+}
+
 
 def wait_for_records(api: FakeApi, count: int, timeout_s: float = 10.0) -> list[dict]:
     """The fake stores a record when its handler finishes, which can be after the client gave up."""
@@ -117,6 +124,8 @@ class TestPayload:
             "ip",
             "asn",
             "asOwner",
+            "upUsageQueueing",
+            "downUsageQueueing",
         ]
 
     def test_values_come_from_the_results_with_usage_clamped(self):
@@ -135,6 +144,47 @@ class TestPayload:
             "EXAMPLE-NET - Example Networks, AR",
         )
         assert RESULTS["upstream"]["usage"] == 1.25
+
+    def test_queueing_shares_are_always_carried_after_the_original_keys(self):
+        body = build_payload(RESULTS_WITH_QUEUEING, ip="203.0.113.45", asn=None, as_owner=None)
+
+        assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (0.0625, 0.875)
+        assert (body["upUsage"], body["downUsage"]) == (1.0, 0.0)  # v2, the default, fills the original fields
+        assert b'"asOwner": null, "upUsageQueueing": 0.0625, "downUsageQueueing": 0.875}' in encode_json(body)
+
+    def test_results_without_queueing_shares_post_them_as_null(self):
+        """A failed-results file of the original (or of an earlier version) has no ``usage_queueing``."""
+        body = payload()
+
+        assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (None, None)
+
+    def test_queueing_estimator_fills_the_usage_fields_with_the_queueing_shares(self):
+        v2 = build_payload(RESULTS_WITH_QUEUEING, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="v2")
+
+        body = build_payload(
+            RESULTS_WITH_QUEUEING, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing"
+        )
+
+        assert (body["upUsage"], body["downUsage"]) == (0.0625, 0.875)
+        assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (0.0625, 0.875)
+        assert list(body) == list(v2)
+        assert {k: v for k, v in body.items() if k not in ("upUsage", "downUsage")} == {
+            k: v for k, v in v2.items() if k not in ("upUsage", "downUsage")
+        }
+
+    def test_queueing_estimator_falls_back_to_the_clamped_original_usage_when_the_share_is_null(self):
+        results = json.loads(json.dumps(RESULTS_WITH_QUEUEING))
+        results["downstream"]["usage_queueing"] = None
+
+        body = build_payload(results, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing")
+        old = build_payload(RESULTS, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing")
+
+        assert (body["upUsage"], body["downUsage"], body["downUsageQueueing"]) == (0.0625, 0.0, None)
+        assert (old["upUsage"], old["downUsage"]) == (1.0, 0.0)
+
+    def test_unknown_usage_estimator_is_a_caller_error(self):
+        with pytest.raises(ValueError, match="usage_estimator"):
+            build_payload(RESULTS, ip="1.2.3.4", asn=None, as_owner=None, usage_estimator="v3")  # type: ignore[arg-type]
 
     def test_unknown_as_is_sent_as_null(self):
         body = build_payload(RESULTS, ip="2001:db8::1", asn=None, as_owner=None)
@@ -158,6 +208,14 @@ class TestPayload:
 
         assert encode_json(body).startswith(b'{"timestamp": 5, "version": "1.0.0", "upUsage": 0.5,')
 
+    def test_queueing_shares_may_be_absent_null_or_in_zero_one(self):
+        results = json.loads(json.dumps(RESULTS_WITH_QUEUEING))
+        results["upstream"]["usage_queueing"] = None
+        results["downstream"]["usage_queueing"] = 1
+
+        check_results(results)
+        check_results(RESULTS)
+
     @pytest.mark.parametrize(
         ("mutate", "fragment"),
         [
@@ -169,6 +227,9 @@ class TestPayload:
             (lambda r: r["upstream"].update(quality=float("nan")), "upstream.quality"),
             (lambda r: r["downstream"]["hurst"].pop("rs"), "downstream.hurst.rs"),
             (lambda r: r["downstream"].update(hurst=[0.5, 0.5]), "downstream.hurst"),
+            (lambda r: r["upstream"].update(usage_queueing=1.5), "upstream.usage_queueing"),
+            (lambda r: r["downstream"].update(usage_queueing="0.5"), "downstream.usage_queueing"),
+            (lambda r: r["downstream"].update(usage_queueing=float("nan")), "downstream.usage_queueing"),
         ],
     )
     def test_results_of_the_wrong_shape_are_refused(self, mutate, fragment):

@@ -55,6 +55,7 @@ class TestDefaults:
         assert config.beat_schedule_dir == Path("/tmp/celerybeat-schedule.d")
         assert config.beat_schedule_file == Path("/tmp/celerybeat-schedule.d/celerybeat-scheduler")
         assert config.log_level == "INFO"
+        assert config.usage_estimator == "v2"
         assert config.warnings == ()
 
     def test_empty_numeric_variables_mean_their_default(self):
@@ -104,6 +105,15 @@ class TestValues:
 
         assert config.log_level == level
         assert config.log_level_number == getattr(logging, level)
+
+    @pytest.mark.parametrize(
+        ("value", "estimator"), [("queueing", "queueing"), (" Queueing ", "queueing"), ("V2", "v2")]
+    )
+    def test_usage_estimator_is_case_insensitive(self, value, estimator):
+        assert estimator == Config.from_env({"TIX_USAGE_ESTIMATOR": value}).usage_estimator
+
+    def test_empty_usage_estimator_means_v2(self):
+        assert "v2" == Config.from_env({"TIX_USAGE_ESTIMATOR": ""}).usage_estimator
 
     def test_bracketed_ipv6_api_host_is_stored_without_brackets(self):
         assert Config.from_env({"TIX_API_HOST": "[::1]"}).api_host == "::1"
@@ -164,6 +174,7 @@ class TestProblems:
             ("TIX_IPTOAS_CACHE_TTL", "-1", ">= 0"),
             ("TIX_IPTOAS_CACHE_SIZE", "0", ">= 1"),
             ("CELERY_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+            ("TIX_USAGE_ESTIMATOR", "v3", "one of v2, queueing, got 'v3'"),
         ],
     )
     def test_bad_value_is_reported_with_the_variable_name(self, name, value, fragment):
