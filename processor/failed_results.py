@@ -10,11 +10,14 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from processor.api import build_payload, check_results, encode_json
 from processor.atomic import atomic_write_bytes, fsync_directory
 from processor.errors import ApiError, ApiRejected, BadFailedResult
+
+if TYPE_CHECKING:
+    from processor.config import UsageEstimator
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +46,25 @@ def failed_result_name(timestamp: int, n: int = 0) -> str:
 
 
 def _normal_results(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The results dict of analysis.md §7.7 as plain JSON types, keys in the documented order (usage unclamped)."""
+    """
+    The results dict of analysis.md §7.7 as plain JSON types, keys in the documented order (usage unclamped).
+
+    A direction's ``usage_queueing`` (usage-queueing spec) is kept after the original keys when present, null
+    included; files of the original have none and stay without it.
+    """
     check_results(results)
 
     def direction(block: Mapping[str, Any]) -> dict[str, Any]:
         hurst = block["hurst"]
-        return {
+        normal = {
             "usage": float(block["usage"]),
             "quality": float(block["quality"]),
             "hurst": {"wavelet": float(hurst["wavelet"]), "rs": float(hurst["rs"])},
         }
+        if "usage_queueing" in block:
+            queueing = block["usage_queueing"]
+            normal["usage_queueing"] = None if queueing is None else float(queueing)
+        return normal
 
     return {
         "timestamp": int(results["timestamp"]),
@@ -108,13 +120,30 @@ def _same_window(existing: bytes, document: Mapping[str, Any]) -> bool:
 
     Same ``results`` and ``ip`` count as the same window even if ``asn``/``asOwner`` differ: the AS comes from a
     resolver that may have failed in one run and answered in the other, and a second file would make the window
-    be posted twice.
+    be posted twice. For the same reason ``usage_queueing`` is not compared: a file written before it existed
+    holds the same window.
     """
     try:
         data = json.loads(existing)
     except ValueError:
         return False
-    return isinstance(data, dict) and data.get("results") == document["results"] and data.get("ip") == document["ip"]
+    return (
+        isinstance(data, dict)
+        and _without_queueing(data.get("results")) == _without_queueing(document["results"])
+        and data.get("ip") == document["ip"]
+    )
+
+
+def _without_queueing(results: Any) -> Any:
+    """``results`` without the directions' ``usage_queueing`` (anything that is not a results dict as it is)."""
+    if not isinstance(results, dict):
+        return results
+    stripped = dict(results)
+    for direction in ("upstream", "downstream"):
+        block = results.get(direction)
+        if isinstance(block, dict):
+            stripped[direction] = {key: value for key, value in block.items() if key != "usage_queueing"}
+    return stripped
 
 
 def write_failed_result(
@@ -367,6 +396,7 @@ def resend_failed_results(
     resolver: _Resolver | None = None,
     fence: Callable[[], None] | None = None,
     should_continue: Callable[[], bool] | None = None,
+    usage_estimator: UsageEstimator = "v2",
 ) -> ResendSummary:
     """
     Re-send the files of ``failed-results/``, oldest first (§6.2, D10, S6).
@@ -391,6 +421,8 @@ def resend_failed_results(
         lock is lost, and that exception propagates.
     should_continue : callable, optional
         Asked before each file; false stops the pass (the run's time budget, §3.5).
+    usage_estimator : {"v2", "queueing"}
+        What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``, see :func:`processor.api.build_payload`).
 
     Raises
     ------
@@ -426,7 +458,7 @@ def resend_failed_results(
         if not stored.has_as and resolver is not None:
             answer = resolver.resolve(stored.ip)
             asn, owner = answer.asn, answer.owner
-        payload = build_payload(stored.results, ip=stored.ip, asn=asn, as_owner=owner)
+        payload = build_payload(stored.results, ip=stored.ip, asn=asn, as_owner=owner, usage_estimator=usage_estimator)
         try:
             answer_status = client.post(user_id, installation_id, payload, fence=fence)
         except ApiRejected as exc:

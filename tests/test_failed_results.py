@@ -37,6 +37,14 @@ def results(timestamp: int = 1700001139, up_usage: float = 1.25) -> dict:
     }
 
 
+def results_with_queueing(timestamp: int = 1700001139, up: float | None = 0.0625, down: float | None = 0.875) -> dict:
+    """``results()`` as the analysis gives them now, with each direction's ``usage_queueing``."""
+    document = results(timestamp)
+    document["upstream"]["usage_queueing"] = up
+    document["downstream"]["usage_queueing"] = down
+    return document
+
+
 def names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
@@ -58,6 +66,14 @@ class TestContent:
         assert document["results"]["upstream"]["usage"] == 1.25
         assert (document["ip"], document["asn"], document["asOwner"]) == ("200.40.1.2", 6057, "ANTEL, UY")
         assert data.startswith(b'{"results": {"timestamp": 1700001139, "upstream": {"usage": 1.25, ')
+
+    def test_queueing_shares_are_kept_after_the_original_keys(self):
+        data = failed_result_bytes(results_with_queueing(down=None), ip="200.40.1.2", asn=None, as_owner=None)
+
+        document = json.loads(data)
+        assert list(document["results"]["upstream"]) == ["usage", "quality", "hurst", "usage_queueing"]
+        assert document["results"]["upstream"]["usage_queueing"] == 0.0625
+        assert document["results"]["downstream"]["usage_queueing"] is None
 
 
 class TestDirectory:
@@ -99,6 +115,15 @@ class TestWrite:
         write_failed_result(failed_dir, results(), ip="200.40.1.2", asn=6057, as_owner="ANTEL")
 
         again = write_failed_result(failed_dir, results(), ip="200.40.1.2", asn=None, as_owner=None)
+
+        assert again.created is False
+        assert names(failed_dir) == ["failed-report-1700001139.json"]
+
+    def test_file_written_before_queueing_shares_existed_is_the_same_window(self, failed_dir):
+        """After an upgrade the same window's result gains usage_queueing; a second file would post it twice."""
+        write_failed_result(failed_dir, results(), ip="200.40.1.2", asn=None, as_owner=None)
+
+        again = write_failed_result(failed_dir, results_with_queueing(), ip="200.40.1.2", asn=None, as_owner=None)
 
         assert again.created is False
         assert names(failed_dir) == ["failed-report-1700001139.json"]
@@ -212,6 +237,15 @@ class TestLoad:
         assert (loaded.ip, loaded.asn, loaded.as_owner, loaded.has_as) == ("200.40.1.2", 6057, "ANTEL", True)
         assert loaded.results == results()
 
+    def test_reads_the_queueing_shares_back(self, failed_dir):
+        stored = write_failed_result(
+            failed_dir, results_with_queueing(up=None), ip="200.40.1.2", asn=None, as_owner=None
+        )
+
+        loaded = load_failed_result(stored.path)
+
+        assert loaded.results == results_with_queueing(up=None)
+
     def test_file_of_the_original_has_no_as(self, failed_dir):
         path = failed_dir / "failed-report-1700001139.json"
         path.write_text(json.dumps({"results": results(), "ip": "200.40.1.2"}))
@@ -231,6 +265,7 @@ class TestLoad:
             (json.dumps({"results": {**results(), "timestamp": "x"}, "ip": "1.2.3.4"}).encode(), "bad_results"),
             (json.dumps({"results": results()}).encode(), "bad_ip"),
             (json.dumps({"results": results(), "ip": 16909060}).encode(), "bad_ip"),
+            (json.dumps({"results": results_with_queueing(down=2.0), "ip": "1.2.3.4"}).encode(), "bad_results"),
         ],
     )
     def test_bad_files_are_refused_with_a_reason(self, failed_dir, content, reason):
@@ -334,6 +369,31 @@ class TestResend:
         (posted,) = [r["json"] for r in fake_api.accepted()]
         assert resolver.asked == ["200.40.1.2"]
         assert (posted["asn"], posted["asOwner"]) == (6057, "ANTEL, UY")
+
+    def test_queueing_shares_are_posted_and_fill_the_usage_with_the_queueing_estimator(self, failed_dir, fake_api):
+        write_failed_result(failed_dir, results_with_queueing(100), ip="200.40.1.2", asn=None, as_owner=None)
+        write_failed_result(failed_dir, results_with_queueing(200), ip="200.40.1.2", asn=None, as_owner=None)
+        (failed_dir / "failed-report-300.json").write_text(json.dumps({"results": results(300), "ip": "200.40.1.2"}))
+
+        summary = resend(failed_dir, client_for(fake_api), usage_estimator="queueing")
+
+        posted = [r["json"] for r in fake_api.accepted()]
+        assert summary.resent == 3
+        assert [(p["upUsage"], p["downUsage"]) for p in posted] == [(0.0625, 0.875), (0.0625, 0.875), (1.0, 0.25)]
+        assert [(p["upUsageQueueing"], p["downUsageQueueing"]) for p in posted] == [
+            (0.0625, 0.875),
+            (0.0625, 0.875),
+            (None, None),
+        ]
+
+    def test_default_estimator_posts_the_original_usage_beside_the_queueing_shares(self, failed_dir, fake_api):
+        write_failed_result(failed_dir, results_with_queueing(100), ip="200.40.1.2", asn=None, as_owner=None)
+
+        resend(failed_dir, client_for(fake_api))
+
+        (posted,) = [r["json"] for r in fake_api.accepted()]
+        assert (posted["upUsage"], posted["downUsage"]) == (1.0, 0.25)
+        assert (posted["upUsageQueueing"], posted["downUsageQueueing"]) == (0.0625, 0.875)
 
     def test_stored_as_is_reused_without_resolving(self, failed_dir, fake_api):
         write_failed_result(failed_dir, results(100), ip="200.40.1.2", asn=None, as_owner=None)
