@@ -59,6 +59,7 @@ def process_installation(
         dry_run=dry_run,
         path_hint=path_hint,
         interrupts=interrupts,
+        usage_estimator=config.usage_estimator,
     )
 
 

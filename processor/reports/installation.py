@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from processor.api import build_payload
 from processor.atomic import TEMP_PREFIX
@@ -27,6 +27,9 @@ from processor.reports.records import Observations
 from processor.reports.state import Attempt, Disposal, LastWindow, State, read_state, utc_now_iso, write_state
 from processor.reports.tree import is_canonical_id
 from processor.reports.windows import Window, load_candidates, select_window
+
+if TYPE_CHECKING:
+    from processor.config import UsageEstimator
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +182,7 @@ def run_installation(
     interrupts: tuple[type[BaseException], ...] = (),
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    usage_estimator: UsageEstimator = "v2",
 ) -> RunSummary:
     """
     Process every complete window of one installation (windows spec §10, service spec §3.4); safe to run twice.
@@ -212,6 +216,9 @@ def run_installation(
         the started window's attempt count is restored and the run returns with outcome ``interrupted``.
     clock, monotonic : callable
         Wall clock (Unix seconds: young files, state times) and the budget's clock.
+    usage_estimator : {"v2", "queueing"}
+        What fills the payload's ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``), for new windows and
+        re-sent failed results alike; both estimates are always in the payload (usage-queueing spec).
 
     Returns
     -------
@@ -254,6 +261,7 @@ def run_installation(
         clock=clock,
         monotonic=monotonic,
         budget_s=budget_s,
+        usage_estimator=usage_estimator,
     )
     if dry_run:
         return run.execute(interrupts)
@@ -289,6 +297,7 @@ class _Run:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         budget_s: float,
+        usage_estimator: UsageEstimator = "v2",
     ) -> None:
         self.directory = directory
         self.user_id = user_id
@@ -301,6 +310,7 @@ class _Run:
         self.monotonic = monotonic
         self.started = monotonic()
         self.budget_s = budget_s
+        self.usage_estimator: UsageEstimator = usage_estimator
         self.fence: Callable[[], None] = _no_fence
         self.state = State()
         self.written = State()
@@ -548,6 +558,7 @@ class _Run:
                 resolver=self.resolver,
                 fence=self.fence,
                 should_continue=lambda: not self._budget_used(),
+                usage_estimator=self.usage_estimator,
             )
         except OSError as exc:
             raise self._io_error("re-sending failed results", exc) from None
@@ -652,7 +663,13 @@ class _Run:
             results = result.as_results_dict()
             as_info = self.resolver.resolve(window.ip)
             asn = as_info.asn
-            payload = build_payload(results, ip=window.ip, asn=as_info.asn, as_owner=as_info.owner)
+            payload = build_payload(
+                results,
+                ip=window.ip,
+                asn=as_info.asn,
+                as_owner=as_info.owner,
+                usage_estimator=self.usage_estimator,
+            )
             if self.dry_run:
                 outcome = "dry_run"
             else:

@@ -56,19 +56,31 @@ class FakeResult:
         return {"timestamp": self.timestamp, "upstream": direction, "downstream": dict(direction)}
 
 
+@dataclass(frozen=True)
+class FakeQueueingResult(FakeResult):
+    """A result of the current analysis: each direction also carries ``usage_queueing`` (usage-queueing spec)."""
+
+    def as_results_dict(self) -> dict:
+        results = super().as_results_dict()
+        results["upstream"] = {**results["upstream"], "usage_queueing": 0.75}
+        results["downstream"] = {**results["downstream"], "usage_queueing": 0.5}
+        return results
+
+
 class FakeAnalysis:
     """A deterministic analysis: the result timestamp is the last ts; ``fail`` maps a first ts to an exception."""
 
-    def __init__(self, fail: dict[int, BaseException] | None = None) -> None:
+    def __init__(self, fail: dict[int, BaseException] | None = None, result: type[FakeResult] = FakeResult) -> None:
         self.fail = fail or {}
         self.calls: list[int] = []
+        self.result = result
 
     def __call__(self, window_observations: np.ndarray) -> FakeResult:
         first = int(window_observations["ts"][0])
         self.calls.append(first)
         if first in self.fail:
             raise self.fail[first]
-        return FakeResult(int(window_observations["ts"][-1]))
+        return self.result(int(window_observations["ts"][-1]))
 
 
 class Installation:
@@ -166,6 +178,26 @@ class TestNormalRun:
         assert (None, None) == (payload["asn"], payload["asOwner"])
         assert 0.25 == payload["upUsage"]
 
+    def test_the_payload_ends_with_both_queueing_shares_and_keeps_the_original_usage_by_default(self, tree, api):
+        tree.add(1, 19)
+
+        run(tree, api, FakeAnalysis(result=FakeQueueingResult))
+
+        [payload] = [record["json"] for record in api.accepted()]
+        assert ["asOwner", "upUsageQueueing", "downUsageQueueing"] == list(payload)[-3:]
+        assert (0.75, 0.5) == (payload["upUsageQueueing"], payload["downUsageQueueing"])
+        assert (0.25, 0.25) == (payload["upUsage"], payload["downUsage"])
+
+    def test_the_queueing_estimator_fills_the_usage_fields(self, tree, api):
+        tree.add(1, 19)
+
+        summary = run(tree, api, FakeAnalysis(result=FakeQueueingResult), usage_estimator="queueing")
+
+        [payload] = [record["json"] for record in api.accepted()]
+        assert (0.75, 0.5) == (payload["upUsage"], payload["downUsage"])
+        assert (0.75, 0.5) == (payload["upUsageQueueing"], payload["downUsageQueueing"])
+        assert payload == summary.windows[0].payload
+
     def test_the_as_of_a_global_address_is_resolved_before_the_post(self, tree, api, tmp_path):
         (tmp_path / "pfx2as").write_text("181.44.0.0\t16\t64500\n")
         (tmp_path / "asnames").write_text("64500\tEXAMPLE-NET - Example Networks, AR\n")
@@ -240,6 +272,7 @@ class TestNormalRun:
         assert [window.timestamp for window in summary.windows] == posted_timestamps(api)
         for record in api.accepted():
             assert all(np.isfinite(record["json"][key]) for key in ("upUsage", "downQuality", "hurstUpRs"))
+            assert all(0.0 <= record["json"][key] <= 1.0 for key in ("upUsageQueueing", "downUsageQueueing"))
 
 
 class TestApiFailures:
@@ -269,6 +302,30 @@ class TestApiFailures:
         assert [T1 + 60 * k - 1 for k in (19, 28, 37)] == posted_timestamps(api)
         assert [] == tree.failed()
         assert 3 == tree.state().counters.resent
+
+    def test_backed_up_results_keep_the_queueing_shares_and_are_resent_with_the_chosen_estimator(self, tree, api):
+        tree.add(1, 19)
+        api.set_behaviour(status=503)
+        run(tree, api, FakeAnalysis(result=FakeQueueingResult))
+        [backed_up] = tree.failed()
+        stored = json.loads((tree.directory / "failed-results" / backed_up).read_text())
+        api.set_behaviour(None)
+
+        summary = run(tree, api, FakeAnalysis(result=FakeQueueingResult), usage_estimator="queueing")
+
+        assert (0.75, 0.5) == (
+            stored["results"]["upstream"]["usage_queueing"],
+            stored["results"]["downstream"]["usage_queueing"],
+        )
+        assert 0.25 == stored["results"]["upstream"]["usage"]
+        assert 1 == summary.resent
+        [payload] = [record["json"] for record in api.accepted()]
+        assert (0.75, 0.5, 0.75, 0.5) == (
+            payload["upUsage"],
+            payload["downUsage"],
+            payload["upUsageQueueing"],
+            payload["downUsageQueueing"],
+        )
 
     def test_without_credentials_results_are_backed_up_without_a_request(self, tree, api):
         tree.add(1, 19)
