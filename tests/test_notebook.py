@@ -67,6 +67,18 @@ class TestHeadlessRun:
         assert images(notebook) >= 3
         assert any("text/html" in output.get("data", {}) for output in outputs(notebook))  # the table
 
+    def test_shows_both_estimators_side_by_side_with_their_errors(self, shared_data, tmp_path):
+        """The queueing share (usage-queueing spec) beside the original rule: columns, MAEs in the summary and table."""
+        experiment = shared_data / "calibration" / "batch-test-report-1b"
+
+        notebook = execute(tmp_path / "out.ipynb", experiment, experiment / "description.yml", "")
+
+        texts = ["".join(output.get("data", {}).get("text/plain", "")) for output in outputs(notebook)]
+        html = ["".join(output.get("data", {}).get("text/html", "")) for output in outputs(notebook)]
+        assert any("'mae_queueing'" in text and "'median_ae_queueing'" in text for text in texts)  # the summary
+        assert any("down_usage_queueing" in page and "error_queueing" in page for page in html)
+        assert any("queueing share" in page and "mean absolute error" in page for page in html)
+
     def test_runs_with_a_network_log_and_shows_every_plot(self, tmp_path):
         """A synthetic experiment (2018 schema) with its network_usage.log: all eight plots of tools.md §2.8."""
         write_batches(tmp_path / "batches", np.random.default_rng(31), batches=3)

@@ -15,14 +15,17 @@ CSV_NAME = "calibration.csv"
 
 DESCRIPTION = """\
 Analyse every batch directory of a calibration experiment (the extracted archive of the batch formatter) as the
-service would, compare the measured downstream usage with the usage the test description implies (and, with
---net-usage, with the rate the test machine logged), and write into --out:
-  calibration.csv   one row per batch directory (empty cells for a batch that could not be analysed)
-  usage.png         measured and expected downstream usage over time
-  error.png, relative-error.png, scatter.png (measured vs expected)
+service would, compare the measured downstream usage (the original rule, and the queueing share beside it) with
+the usage the test description implies (and, with --net-usage, with the rate the test machine logged), and write
+into --out:
+  calibration.csv   one row per batch directory (empty cells for a batch that could not be analysed);
+                    down_usage_queueing and error_queueing for the queueing share
+  usage.png         measured (both estimators) and expected downstream usage over time
+  error.png (both estimators), relative-error.png, scatter.png (measured vs expected, both estimators)
   actual-rate.png, usage-actual.png, actual-error.png, actual-relative-error.png   (with --net-usage)
 Batches that cannot be analysed are listed on stderr. The last line on stdout is a JSON summary:
-  {"batches", "windows", "not_analysable", "reasons", "compared", "mae", "median_ae", "max_ae", ...}
+  {"batches", "windows", "not_analysable", "reasons", "compared", "mae", "median_ae", "max_ae", ...,
+   "mae_queueing", "median_ae_queueing", "max_ae_queueing"}
 Exit status: 0 written, 1 no batch analysed or I/O error, 2 usage error or unreadable description."""
 
 EPILOG = """\

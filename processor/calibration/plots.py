@@ -1,4 +1,9 @@
-"""The calibration figures (tools spec §2.8, plus a measured-vs-expected scatter), drawn on matplotlib's Agg canvas."""
+"""
+The calibration figures (tools spec §2.8, plus a measured-vs-expected scatter), drawn on matplotlib's Agg canvas.
+
+Each figure that shows the measured downstream usage also shows the queueing-share estimate (usage-queueing spec)
+beside it, so the two estimators are compared against the same ground truth.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ FIGURE_SIZE_IN = (10.0, 4.5)
 SCATTER_SIZE_IN = (6.0, 6.0)
 #: Resolution of the PNG files.
 DPI = 100
+
+#: Legend label of the queueing-share estimate (usage-queueing spec).
+QUEUEING_LABEL = "Downstream usage (queueing share)"
 
 
 def _figure(
@@ -39,11 +47,18 @@ def _line(axes: Axes, x: pd.Series, y: pd.Series, label: str | None = None) -> N
     axes.plot(x[present], y[present], marker="o", markersize=3, label=label)
 
 
+def _mae(errors: pd.Series) -> float:
+    """Mean of the errors present, NaN when there is none."""
+    present = errors.dropna()
+    return float(present.mean()) if len(present) else float("nan")
+
+
 def usage_figure(table: pd.DataFrame) -> Figure:
-    """ "Test results": measured and expected downstream usage against batch start time (§2.8 item 1)."""
+    """ "Test results": measured and expected downstream usage, and the queueing share, by batch start (§2.8 item 1)."""
     figure, axes = _figure("Test results", "time", "Network usage")
     _line(axes, table["batch_start_time"], table["down_usage"], "Downstream usage")
     _line(axes, table["batch_start_time"], table["expected_downstream_usage"], "Expected downstream usage")
+    _line(axes, table["batch_start_time"], table["down_usage_queueing"], QUEUEING_LABEL)
     axes.legend()
     return figure
 
@@ -56,19 +71,27 @@ def actual_rate_figure(network_groups: pd.DataFrame) -> Figure:
 
 
 def usage_with_actual_figure(table: pd.DataFrame) -> Figure:
-    """ "Test results": measured, expected and normalised actual usage (§2.8 item 3)."""
+    """ "Test results": measured, expected and normalised actual usage (§2.8 item 3), and the queueing share."""
     figure, axes = _figure("Test results", "time", "Network usage percentage")
     _line(axes, table["batch_start_time"], table["down_usage"], "Measured downstream usage")
     _line(axes, table["batch_start_time"], table["expected_downstream_usage"], "Expected downstream usage")
     _line(axes, table["batch_start_time"], table["actual_usage"], "Actual network usage")
+    _line(axes, table["batch_start_time"], table["down_usage_queueing"], QUEUEING_LABEL)
     axes.legend()
     return figure
 
 
 def error_figure(table: pd.DataFrame) -> Figure:
-    """ "Error with expected usage": ``error`` against batch start time (§2.8 item 5)."""
+    """ "Error with expected usage": ``error`` against batch start time (§2.8 item 5), and ``error_queueing``."""
     figure, axes = _figure("Error with expected usage", "time", "Error")
-    _line(axes, table["batch_start_time"], table["error"])
+    _line(axes, table["batch_start_time"], table["error"], f"Downstream usage (MAE {_mae(table['error']):.3f})")
+    _line(
+        axes,
+        table["batch_start_time"],
+        table["error_queueing"],
+        f"{QUEUEING_LABEL} (MAE {_mae(table['error_queueing']):.3f})",
+    )
+    axes.legend()
     return figure
 
 
@@ -94,16 +117,29 @@ def actual_relative_error_figure(table: pd.DataFrame) -> Figure:
 
 
 def scatter_figure(table: pd.DataFrame) -> Figure:
-    """Measured against expected downstream usage, one point per compared batch, with the line y = x and the MAE."""
+    """
+    Measured against expected downstream usage, one point per compared batch and estimator, with the line y = x
+    and both MAEs.
+    """
     compared = table[table["error"].notna()]
-    mae = compared["error"].mean() if len(compared) else float("nan")
-    title = f"Measured vs expected downstream usage (MAE {mae:.3f})"
+    queueing = table[table["error_queueing"].notna()]
+    mae, mae_queueing = _mae(compared["error"]), _mae(queueing["error_queueing"])
+    title = f"Measured vs expected downstream usage\nMAE {mae:.3f} (original rule), {mae_queueing:.3f} (queueing share)"
     figure, axes = _figure(title, "Expected downstream usage", "Measured downstream usage", size_in=SCATTER_SIZE_IN)
     axes.set_aspect("equal", adjustable="datalim")
-    values = np.concatenate([compared["expected_downstream_usage"], compared["down_usage"], [0.0, 1.0]])
+    values = np.concatenate(
+        [compared["expected_downstream_usage"], compared["down_usage"], queueing["down_usage_queueing"], [0.0, 1.0]]
+    )
     low, high = float(values.min()), float(values.max())
     axes.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="measured = expected")
-    axes.scatter(compared["expected_downstream_usage"], compared["down_usage"], s=18, label="batch")
+    axes.scatter(compared["expected_downstream_usage"], compared["down_usage"], s=18, label="batch, original rule")
+    axes.scatter(
+        queueing["expected_downstream_usage"],
+        queueing["down_usage_queueing"],
+        s=18,
+        marker="x",
+        label="batch, queueing share",
+    )
     axes.legend()
     return figure
 

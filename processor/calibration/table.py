@@ -29,7 +29,8 @@ from processor.reports.windows import load_candidates, select_window
 #: Actual usage (share of capacity) at or below which the relative error uses the absolute error (tools spec §2.8).
 ACTUAL_USAGE_FLOOR = 0.05
 
-#: The table's columns, in order. Usage values are the analysis's unclamped values (change D4).
+#: The table's columns, in order. Usage values are the analysis's unclamped values (change D4). The queueing-share
+#: estimate (usage-queueing spec) comes last, so the original columns keep their positions.
 COLUMNS = (
     "batch",  # the batch directory name
     "batch_start",  # the name as an integer, Unix seconds
@@ -53,6 +54,9 @@ COLUMNS = (
     "actual_usage",  # that rate / capacity
     "actual_error",  # |actual_usage − down_usage|
     "actual_relative_error",  # actual_error / actual_usage, or actual_error when actual_usage ≤ 0.05
+    "down_usage_queueing",  # the queueing share of the downstream direction, in [0, 1] (empty when null)
+    "up_usage_queueing",
+    "error_queueing",  # |E − down_usage_queueing|
 )
 
 #: Reason given to a batch directory whose files do not make a window (fewer than 1084 records).
@@ -147,12 +151,15 @@ def _row(outcome: BatchOutcome, description: Description) -> dict[str, Any]:
         row[f"{prefix}_quality"] = direction["quality"]
         row[f"{prefix}_hurst_rs"] = direction["hurst"]["rs"]
         row[f"{prefix}_hurst_wavelet"] = direction["hurst"]["wavelet"]
+        row[f"{prefix}_usage_queueing"] = direction.get("usage_queueing")
     expected = expected_usage(description.steps, outcome.start_s, end_s)
     if expected is not None:
         error = abs(expected - results["downstream"]["usage"])
         row.update(
             expected_downstream_usage=expected, error=error, relative_error=error / expected if expected else error
         )
+        if row["down_usage_queueing"] is not None:
+            row["error_queueing"] = abs(expected - row["down_usage_queueing"])
     return row
 
 
@@ -233,9 +240,12 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
 
     ``batches`` directories, ``windows`` analysed, ``not_analysable`` with counts per ``reasons``, ``compared``
     rows with an expected usage, ``mae`` (mean of ``error``), ``median_ae``, ``max_ae``, ``mean_relative_error``,
-    and, with a network log, ``actual_compared`` and ``actual_mae``. Statistics of no value are null.
+    and, with a network log, ``actual_compared`` and ``actual_mae``; then the same for the queueing-share
+    estimate: ``mae_queueing`` (mean of ``error_queueing``), ``median_ae_queueing``, ``max_ae_queueing``.
+    Statistics of no value are null.
     """
     errors = table["error"].dropna()
+    queueing_errors = table["error_queueing"].dropna()
     actual_errors = table["actual_error"].dropna()
     reasons = Counter(reason for reason in table["reason"] if reason)
     return {
@@ -250,12 +260,18 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
         "mean_relative_error": _number(table["relative_error"].dropna().mean()) if len(errors) else None,
         "actual_compared": len(actual_errors),
         "actual_mae": _number(actual_errors.mean()) if len(actual_errors) else None,
+        "mae_queueing": _number(queueing_errors.mean()) if len(queueing_errors) else None,
+        "median_ae_queueing": _number(queueing_errors.median()) if len(queueing_errors) else None,
+        "max_ae_queueing": _number(queueing_errors.max()) if len(queueing_errors) else None,
     }
 
 
 def error_statistics(table: pd.DataFrame) -> pd.DataFrame:
-    """Count, mean, std, min, quartiles and max of ``error`` and ``relative_error`` (tools spec §2.8 item 4)."""
-    return table[["error", "relative_error"]].describe()
+    """
+    Count, mean, std, min, quartiles and max of ``error`` and ``relative_error`` (tools spec §2.8 item 4), and of
+    ``error_queueing`` beside them.
+    """
+    return table[["error", "relative_error", "error_queueing"]].describe()
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
