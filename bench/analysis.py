@@ -8,8 +8,10 @@ For every batch directory of every experiment in ``../shared/data/calibration`` 
 (b) the processor: ``read_report`` of every file, ``window_observations`` and ``analyse``.
 
 Each side is timed as the best of several repeats over all windows (the files stay in the page cache), and the
-script prints one JSON line: ``{"windows", "plain_read_ms", "processor_ms", "ratio"}`` with milliseconds per
-window and ratio = processor / plain read (the acceptance asks for at most 3).
+script prints one JSON line: ``{"windows", "plain_read_ms", "processor_ms", "ratio", "queueing_ms"}`` with
+milliseconds per window and ratio = processor / plain read (the acceptance asks for at most 3). ``queueing_ms`` is
+the part of (b) that the queueing-share estimator adds (usage-queueing spec): ``queueing_shares`` of both
+directions on each window's W, timed alone (it is included in ``processor_ms``).
 
 Usage::
 
@@ -31,10 +33,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from processor.analysis import analyse  # noqa: E402  (the repo root goes on sys.path first)
+import numpy as np  # noqa: E402
+
+from processor.analysis import MEANINGFUL_WINDOW_S, analyse, queueing_shares, unwrap_clocks  # noqa: E402
 from processor.errors import NotAnalysable  # noqa: E402
 from processor.reports.files import read_report  # noqa: E402
-from processor.reports.records import window_observations  # noqa: E402
+from processor.reports.records import SHORT, window_observations  # noqa: E402
 
 #: The project's shared data, beside the checkout.
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -71,6 +75,18 @@ def processor_window(files: list[Path]) -> object:
         return exc.reason
 
 
+def meaningful_window(files: list[Path]) -> tuple[np.ndarray, ...] | None:
+    """(ts, t1, t2, t3, t4) of a batch's W as :func:`analyse` forms it (unwrapped), or None without enough span."""
+    observations = window_observations([read_report(path).observations for path in files])
+    short = observations[observations["type"] == SHORT]
+    ts = short["ts"].astype(np.int64)
+    if ts.size == 0 or ts[-1] - ts[0] < MEANINGFUL_WINDOW_S:
+        return None
+    clocks = unwrap_clocks(*(short[name].astype(np.int64) for name in ("t1", "t2", "t3", "t4")))
+    first = int(np.searchsorted(ts, ts[-1] - MEANINGFUL_WINDOW_S, side="right"))
+    return (ts[first:], *(clock[first:] for clock in clocks))
+
+
 def best_seconds(step: Callable[[list[Path]], object], windows: list[list[Path]], repeats: int) -> float:
     """Best total time, over ``repeats`` runs, of ``step`` applied to every window, in seconds."""
     best = float("inf")
@@ -98,11 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         plain = min(plain, best_seconds(plain_read, windows, 1))
         processor = min(processor, best_seconds(processor_window, windows, 1))
+    # The estimator's added cost: both directions on every window's W, nothing else, per window.
+    windows_w = {id(files): meaningful_window(files) for files in windows}
+    queueing = best_seconds(
+        lambda files: queueing_shares(*window) if (window := windows_w[id(files)]) is not None else None,
+        windows,
+        args.repeats,
+    )
     result = {
         "windows": count,
         "plain_read_ms": round(plain / count * 1e3, 4),
         "processor_ms": round(processor / count * 1e3, 4),
         "ratio": round(processor / plain, 3),
+        "queueing_ms": round(queueing / count * 1e3, 4),
     }
     if args.detail:
         reports = {id(files): [read_report(path).observations for path in files] for files in windows}

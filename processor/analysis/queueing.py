@@ -116,14 +116,44 @@ def lower_envelope(ts_s: ArrayLike, raw_ns: ArrayLike) -> LowerEnvelope:
     The edge is found as the bridge over the mean: with L the points at or left of the mean and R those right
     of it, alternately take the point of L with the steepest slope to the current point of R, and the point of
     R with the gentlest slope from the current point of L. Each change strictly lowers the line at the mean (or
-    keeps it and lowers the slope), so the search ends, usually after two or three O(n) vectorised steps. At the
-    end every point of L and of R lies on or above the line through the pair, which is then a supporting line
-    of the hull through points on both sides of the mean.
+    keeps it and lowers the slope), so the search ends; on real windows after one or two rounds of two O(n)
+    vectorised steps. At the end every point of L and of R lies on or above the line through the pair, which is
+    then a supporting line of the hull through points on both sides of the mean.
     """
     ts, raw = as_samples(ts_s, raw_ns)
     if ts.size == 0 or ts.min() == ts.max():
         raise ValueError("`ts_s` must hold at least two distinct seconds")
-    ts0 = int(ts[0])
+    return _envelope(_Abscissae.of(ts), raw)
+
+
+@dataclass(frozen=True, slots=True)
+class _Abscissae:
+    """The seconds of the samples relative to the first, split at their mean: shared by both directions."""
+
+    ts0_s: int
+    x_s: FloatArray  # ts − ts0, seconds
+    left: slice | IntArray  # positions with x ≤ mean x (a prefix when ts is sorted, as W is)
+    right: slice | IntArray  # positions with x > mean x
+
+    @classmethod
+    def of(cls, ts: IntArray) -> _Abscissae:
+        """Split ``ts`` (at least two distinct values) at its mean."""
+        ts0 = int(ts[0])
+        x = (ts - ts0).astype(np.float64)
+        mean = x.sum() / x.size
+        if not (ts[1:] < ts[:-1]).any():
+            split = int(np.searchsorted(x, mean, side="right"))
+            return cls(ts0, x, slice(0, split), slice(split, None))
+        is_left = x <= mean
+        return cls(ts0, x, np.flatnonzero(is_left), np.flatnonzero(~is_left))
+
+    def position(self, side: slice | IntArray, k: int) -> int:
+        """Position in the samples of the k-th point of ``side``."""
+        return int(side.start + k) if isinstance(side, slice) else int(side[k])
+
+
+def _envelope(abscissae: _Abscissae, raw: NDArray[np.generic]) -> LowerEnvelope:
+    """:func:`lower_envelope` behind the argument checks."""
     y: FloatArray
     if raw.dtype.kind in "iu":
         whole = raw.astype(np.int64, copy=False)
@@ -134,24 +164,21 @@ def lower_envelope(ts_s: ArrayLike, raw_ns: ArrayLike) -> LowerEnvelope:
         real = raw.astype(np.float64, copy=False)
         r0 = float(real.min())
         y = real - r0
-    x = (ts - ts0).astype(np.float64)
-    mean = x.mean()
-    is_left = x <= mean
-    left = np.flatnonzero(is_left)
-    right = np.flatnonzero(~is_left)
-    xl, yl, xr, yr = x[left], y[left], x[right], y[right]
+    x = abscissae.x_s
+    xl, yl = x[abscissae.left], y[abscissae.left]
+    xr, yr = x[abscissae.right], y[abscissae.right]
 
-    i = int(np.argmin(yl))
-    from_i = (yr - yl[i]) / (xr - xl[i])
-    j = int(np.argmin(from_i))
+    i = int(yl.argmin())
+    from_i = (yr - yl[i]) / (xr - xl[i])  # slopes from the left point i to every right point
+    j = int(from_i.argmin())
     for _ in range(x.size):
-        to_j = (yr[j] - yl) / (xr[j] - xl)
-        best_i = int(np.argmax(to_j))
-        moved = to_j[best_i] > to_j[i]
+        to_j = (yr[j] - yl) / (xr[j] - xl)  # slopes from every left point to the right point j
+        best_i = int(to_j.argmax())
+        moved = bool(to_j[best_i] > to_j[i])
         if moved:
             i = best_i
-        from_i = (yr - yl[i]) / (xr - xl[i])
-        best_j = int(np.argmin(from_i))
+            from_i = (yr - yl[i]) / (xr - xl[i])
+        best_j = int(from_i.argmin())
         if from_i[best_j] < from_i[j]:
             j = best_j
             moved = True
@@ -161,13 +188,14 @@ def lower_envelope(ts_s: ArrayLike, raw_ns: ArrayLike) -> LowerEnvelope:
     slope = float((yr[j] - yl[i]) / (xr[j] - xl[i]))
     # e = r − ℓ, evaluated from the support point so that it is exactly 0 there; rounding can leave −1e-7 ns
     # on collinear points, hence the clip to the constraint e ≥ 0.
-    residuals = np.maximum((y - yl[i]) - slope * (x - xl[i]), 0.0)
+    residuals = (y - yl[i]) - slope * (x - xl[i])
+    np.maximum(residuals, 0.0, out=residuals)
     return LowerEnvelope(
-        ts0_s=ts0,
+        ts0_s=abscissae.ts0_s,
         r0_ns=r0,
         intercept_ns=float(yl[i] - slope * xl[i]),
         slope_ns_per_s=slope,
-        support=(int(left[i]), int(right[j])),
+        support=(abscissae.position(abscissae.left, i), abscissae.position(abscissae.right, j)),
         residuals_ns=residuals,
     )
 
@@ -194,15 +222,19 @@ def queueing_share(ts_s: ArrayLike, raw_ns: ArrayLike, *, margin_ns: float = QUE
         other fields empty) when n < 10 or all ts are equal: a degenerate estimate, not a degenerate window.
     """
     ts, raw = as_samples(ts_s, raw_ns)
-    n = int(ts.size)
-    if n < MIN_QUEUEING_SAMPLES or ts.min() == ts.max():
-        return QueueingShare(None, n, 0, None, None, None)
-    envelope = lower_envelope(ts, raw)
+    if ts.size < MIN_QUEUEING_SAMPLES or ts.min() == ts.max():
+        return QueueingShare(None, int(ts.size), 0, None, None, None)
+    return _share(_Abscissae.of(ts), raw, margin_ns)
+
+
+def _share(abscissae: _Abscissae, raw: NDArray[np.generic], margin_ns: float) -> QueueingShare:
+    """:func:`queueing_share` of a non-degenerate window behind the argument checks."""
+    envelope = _envelope(abscissae, raw)
     residuals = envelope.residuals_ns
     floor = float(np.partition(residuals, FLOOR_RESIDUALS - 1)[:FLOOR_RESIDUALS].mean())
     queueing = residuals - floor
     queued = int(np.count_nonzero(queueing > margin_ns))
-    return QueueingShare(queued / n, n, queued, floor, envelope, queueing)
+    return QueueingShare(queued / residuals.size, int(residuals.size), queued, floor, envelope, queueing)
 
 
 def queueing_shares(
@@ -223,4 +255,8 @@ def queueing_shares(
     (up, down) : tuple of QueueingShare
         From ``r = t2 − t1`` and ``r = t4 − t3``, differences taken exactly in int64.
     """
-    return queueing_share(ts_s, t2 - t1), queueing_share(ts_s, t4 - t3)
+    up, down = t2 - t1, t4 - t3  # exact in int64
+    if ts_s.size < MIN_QUEUEING_SAMPLES or ts_s.min() == ts_s.max():
+        return queueing_share(ts_s, up), queueing_share(ts_s, down)
+    abscissae = _Abscissae.of(ts_s)  # the same seconds for both directions
+    return _share(abscissae, up, QUEUED_MARGIN_NS), _share(abscissae, down, QUEUED_MARGIN_NS)
