@@ -76,12 +76,20 @@ def _normal_results(results: Mapping[str, Any]) -> dict[str, Any]:
 def failed_result_document(
     results: Mapping[str, Any], *, ip: str, asn: int | None, as_owner: str | None
 ) -> dict[str, Any]:
-    """``{"results", "ip", "asn", "asOwner"}`` in that order (§6.1); ``results`` keeps the unclamped usage."""
+    """
+    ``{"results", "ip", "asn", "asOwner"}`` in that order (§6.1), then ``upUsageQueueing``/``downUsageQueueing``.
+
+    ``results`` keeps the unclamped usage (and each direction's ``usage_queueing``); the two queueing shares are
+    repeated at the top level under their payload names, so that the file carries every payload field.
+    """
+    normal = _normal_results(results)
     return {
-        "results": _normal_results(results),
+        "results": normal,
         "ip": ip,
         "asn": None if asn is None else int(asn),
         "asOwner": as_owner,
+        "upUsageQueueing": normal["upstream"].get("usage_queueing"),
+        "downUsageQueueing": normal["downstream"].get("usage_queueing"),
     }
 
 

@@ -59,7 +59,7 @@ class TestContent:
         data = failed_result_bytes(results(), ip="200.40.1.2", asn=6057, as_owner="ANTEL, UY")
 
         document = json.loads(data)
-        assert list(document) == ["results", "ip", "asn", "asOwner"]
+        assert list(document) == ["results", "ip", "asn", "asOwner", "upUsageQueueing", "downUsageQueueing"]
         assert list(document["results"]) == ["timestamp", "upstream", "downstream"]
         assert list(document["results"]["upstream"]) == ["usage", "quality", "hurst"]
         assert list(document["results"]["upstream"]["hurst"]) == ["wavelet", "rs"]
@@ -73,6 +73,7 @@ class TestContent:
         document = json.loads(data)
         assert list(document["results"]["upstream"]) == ["usage", "quality", "hurst", "usage_queueing"]
         assert document["results"]["upstream"]["usage_queueing"] == 0.0625
+        assert (document["upUsageQueueing"], document["downUsageQueueing"]) == (0.0625, None)
         assert document["results"]["downstream"]["usage_queueing"] is None
 
 
