@@ -10,14 +10,16 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from processor.api import build_payload, check_results, encode_json
 from processor.atomic import atomic_write_bytes, fsync_directory
 from processor.errors import ApiError, ApiRejected, BadFailedResult
 
 if TYPE_CHECKING:
+    from processor.api import ApiClient
     from processor.config import UsageEstimator
+    from processor.ip_to_as import Resolver
 
 logger = logging.getLogger(__name__)
 
@@ -365,24 +367,6 @@ def delete_failed_result(path: Path, *, fence: Callable[[], None] | None = None)
 # Re-sending (§6.2)
 
 
-class _Client(Protocol):
-    @property
-    def has_credentials(self) -> bool: ...
-
-    def post(
-        self, user_id: str, installation_id: str, payload: Mapping[str, Any], *, fence: Callable[[], None] | None = None
-    ) -> Any: ...
-
-
-class _AsInfo(Protocol):
-    asn: int | None
-    owner: str | None
-
-
-class _Resolver(Protocol):
-    def resolve(self, ip: str) -> _AsInfo: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ResendSummary:
     """What one re-send pass did."""
@@ -400,8 +384,8 @@ def resend_failed_results(
     *,
     user_id: str,
     installation_id: str,
-    client: _Client,
-    resolver: _Resolver | None = None,
+    client: ApiClient,
+    resolver: Resolver | None = None,
     fence: Callable[[], None] | None = None,
     should_continue: Callable[[], bool] | None = None,
     usage_estimator: UsageEstimator = "v2",

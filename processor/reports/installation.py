@@ -7,10 +7,10 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from processor.api import build_payload
 from processor.atomic import TEMP_PREFIX
@@ -29,7 +29,10 @@ from processor.reports.tree import is_canonical_id
 from processor.reports.windows import Window, load_candidates, select_window
 
 if TYPE_CHECKING:
+    from processor.analysis import AnalysisResult
+    from processor.api import ApiClient
     from processor.config import UsageEstimator
+    from processor.ip_to_as import AsInfo, Resolver
 
 logger = logging.getLogger(__name__)
 
@@ -50,41 +53,8 @@ WindowOutcome = Literal["posted", "backed_up", "not_analysable", "dry_run"]
 
 # -- injected collaborators ------------------------------------------------------------------------------------
 
-
-class AnalysisResultLike(Protocol):
-    timestamp: int
-
-    def as_results_dict(self) -> dict[str, Any]: ...
-
-
-class AsInfoLike(Protocol):
-    asn: int | None
-    owner: str | None
-
-
-class AsResolver(Protocol):
-    """:class:`processor.ip_to_as.Resolver`: never raises, (None, None) when unknown."""
-
-    def resolve(self, ip: str) -> AsInfoLike: ...
-
-
-class ApiClientLike(Protocol):
-    """:class:`processor.api.ApiClient`."""
-
-    @property
-    def has_credentials(self) -> bool: ...
-
-    def post(
-        self,
-        user_id: str,
-        installation_id: str,
-        payload: Mapping[str, Any],
-        *,
-        fence: Callable[[], None] | None = None,
-    ) -> Any: ...
-
-
-Analyse = Callable[[Observations], AnalysisResultLike]
+#: ``processor.analysis.analyse``: the pure analysis of a window's observations.
+Analyse = Callable[[Observations], "AnalysisResult"]
 
 
 # -- results ---------------------------------------------------------------------------------------------------
@@ -173,8 +143,8 @@ def run_installation(
     installation_id: str,
     *,
     analyse: Analyse,
-    api: ApiClientLike | None,
-    resolver: AsResolver,
+    api: ApiClient | None,
+    resolver: Resolver,
     lease_s: float = DEFAULT_LEASE_S,
     budget_s: float = DEFAULT_BUDGET_S,
     dry_run: bool = False,
@@ -291,8 +261,8 @@ class _Run:
         installation_id: str,
         *,
         analyse: Analyse,
-        api: ApiClientLike | None,
-        resolver: AsResolver,
+        api: ApiClient | None,
+        resolver: Resolver,
         dry_run: bool,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
@@ -628,7 +598,7 @@ class _Run:
         """Windows spec §9.2 steps 2-6 for one window."""
         started = self.monotonic()
         window_id = window.id
-        result: AnalysisResultLike | None = None
+        result: AnalysisResult | None = None
         payload: dict[str, Any] | None = None
         reason: str | None = None
         status: int | None = None
@@ -727,7 +697,7 @@ class _Run:
         )
 
     def _deliver(
-        self, payload: dict[str, Any], results: dict[str, Any], ip: str, as_info: AsInfoLike
+        self, payload: dict[str, Any], results: dict[str, Any], ip: str, as_info: AsInfo
     ) -> tuple[WindowOutcome, int | None]:
         """POST the payload, or back the result up in ``failed-results/`` (windows spec §9.2 step 4)."""
         if self.api_usable:
