@@ -59,6 +59,7 @@ def _process(args: argparse.Namespace) -> int:
 
     from processor import service
     from processor.config import load_config_or_exit
+    from processor.reports.tree import InstallationDir
 
     config = load_config_or_exit()
     if args.reports is not None:
@@ -73,7 +74,7 @@ def _process(args: argparse.Namespace) -> int:
     totals: dict[str, int] = {}
     failed = 0
 
-    def run_one(installation: service.InstallationDir) -> None:
+    def run_one(installation: InstallationDir) -> None:
         nonlocal failed
         summary = service.process_installation(
             config, installation.user_id, installation.installation_id, dry_run=dry_run

@@ -26,6 +26,7 @@ from kombu.utils.uuid import uuid
 
 from processor import service
 from processor.config import celery_settings, check_environment, load_config_or_exit
+from processor.reports.tree import InstallationDir
 
 CONFIG = load_config_or_exit()
 
@@ -133,7 +134,7 @@ class _FanOutPublisher:
 
     # -- messages ---------------------------------------------------------------------------------------------
 
-    def publish(self, installation: service.InstallationDir) -> None:
+    def publish(self, installation: InstallationDir) -> None:
         args = (str(installation.path), installation.user_id, installation.installation_id)
         if self.template is None:
             process_installation.apply_async(
@@ -183,7 +184,7 @@ def _argsrepr(args: tuple[str, ...]) -> str:
     text = "(" + ", ".join(f"'{arg}'" for arg in args) + ")"
     if len(text) < maxsize and not any("'" in arg for arg in args):
         return text  # saferepr quotes each str as is: only a quote is escaped, only a long text truncated
-    return saferepr(args, maxsize, maxlevels=app.conf.task_repr_maxlevels)
+    return str(saferepr(args, maxsize, maxlevels=app.conf.task_repr_maxlevels))
 
 
 @app.task(name="processor.tasks.process_users_data")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-import pywt  # type: ignore[import-untyped]  # PyWavelets ships no type information
+import pywt
 from numpy.typing import ArrayLike, NDArray
 
 from processor.errors import NotAnalysable
