@@ -41,6 +41,15 @@ BROKER_HOST = "127.0.0.1"
 BROKER_PORT = 5672
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so that the ``with`` blocks stop the processes and delete the vhost."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def emit(document: Mapping[str, Any]) -> None:
     """Print the benchmark's one JSON line."""
     print(json.dumps(document, sort_keys=False), flush=True)
@@ -109,6 +118,20 @@ class Vhost:
                     channel.close()
         except Exception:
             return None
+
+    def consumers(self, queue: str = "celery") -> int:
+        """Consumers of ``queue`` (0 when it does not exist yet or the broker is away)."""
+        from kombu import Connection
+
+        try:
+            with Connection(self.url, connect_timeout=5) as connection:
+                channel = connection.channel()
+                try:
+                    return int(channel.queue_declare(queue=queue, passive=True).consumer_count)
+                finally:
+                    channel.close()
+        except Exception:
+            return 0
 
     def list_queues(self) -> dict[str, tuple[int, int]]:
         """``rabbitmqctl list_queues``: queue name → (ready, unacknowledged)."""
@@ -237,8 +260,23 @@ class Worker:
         ]
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        _wait_for_line(self.log_path, r"\bready\.", self.process, timeout_s)
+        try:
+            self.wait_consuming(timeout_s=timeout_s)
+        except BaseException:
+            self.stop(grace_s=5.0)
+            raise
         return self
+
+    def wait_consuming(self, *, timeout_s: float = 60.0) -> None:
+        """Wait until the ``celery`` queue of the worker's vhost has a consumer (works at any log level)."""
+        vhost = Vhost(self.env["TIX_RABBITMQ_VHOST"])
+        deadline = time.monotonic() + timeout_s
+        while vhost.consumers() < 1:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self.process.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start consuming within {timeout_s} s; see {self.log_path}")
+            time.sleep(0.2)
 
     @property
     def pid(self) -> int:
@@ -271,7 +309,11 @@ class Beat:
         command = [sys.executable, "-m", "celery", "-A", "processor.tasks", "beat", "--loglevel", "INFO", "--pidfile="]
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _wait_for_line(self.log_path, r"beat: Starting", self.process, timeout_s)
+        try:
+            _wait_for_line(self.log_path, r"beat: Starting", self.process, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -341,16 +383,19 @@ def send_fanout(vhost: Vhost, reports: Path, *, expires_s: int = 540) -> None:
 
 class RssSampler:
     """
-    Samples the resident set size of a process and its children every ``interval_s`` in a thread.
+    Samples the resident set size of a process and its children every ``interval_s`` in a thread (the list of
+    children is refreshed once a second, to keep the sampler's own CPU use small).
 
     ``peaks`` maps pid → (role, peak RSS in bytes); the role is ``main`` for the root and ``child`` otherwise.
     """
 
-    def __init__(self, root_pid: int, *, interval_s: float = 0.1) -> None:
+    def __init__(self, root_pid: int, *, interval_s: float = 0.2) -> None:
         self.root_pid = root_pid
         self.interval_s = interval_s
         self.peaks: dict[int, tuple[str, int]] = {}
         self.samples = 0
+        self._processes: list[tuple[str, psutil.Process]] = []
+        self._listed_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
@@ -368,12 +413,15 @@ class RssSampler:
             self._stop.wait(self.interval_s)
 
     def sample(self) -> None:
-        try:
-            root = psutil.Process(self.root_pid)
-            processes = [("main", root)] + [("child", child) for child in root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        for role, process in processes:
+        now = time.monotonic()
+        if now - self._listed_at >= 1.0 or not self._processes:
+            try:
+                root = psutil.Process(self.root_pid)
+                self._processes = [("main", root)] + [("child", child) for child in root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            self._listed_at = now
+        for role, process in self._processes:
             try:
                 rss = process.memory_info().rss
             except psutil.NoSuchProcess:
@@ -394,6 +442,70 @@ class RssSampler:
         }
 
 
+# -- CPU -----------------------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """
+    CPU seconds (user + system) used so far by process ``pid`` itself and by its children, live or reaped.
+
+    Children that ended count once reaped by ``pid`` (a Celery pool replaces its processes now and then).
+    """
+    try:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        children = times.children_user + times.children_system
+        for child in root.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            children += child_times.user + child_times.system
+        return {"self": times.user + times.system, "children": children}
+    except psutil.NoSuchProcess:
+        return {"self": 0.0, "children": 0.0}
+
+
+def broker_pid() -> int | None:
+    """The pid of the local RabbitMQ node (``beam.smp``), to read its CPU time; None if not found."""
+    for process in psutil.process_iter(["pid", "name"]):
+        if process.info["name"] == "beam.smp":
+            return int(process.info["pid"])
+    return None
+
+
+class CpuMeter:
+    """
+    CPU seconds used by a set of named processes between :meth:`start` and :meth:`stop`.
+
+    A name starting with ``worker`` is split into ``<name>_main`` and ``<name>_children``; ``bench`` (this
+    process) counts itself only; the others count themselves and their children.
+    """
+
+    def __init__(self, pids: Mapping[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self.before: dict[str, dict[str, float]] = {}
+        self.used: dict[str, float] = {}
+
+    def start(self) -> CpuMeter:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._wall = time.monotonic()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        for name, pid in self.pids.items():
+            now, then = cpu_seconds(pid), self.before[name]
+            if name.startswith("worker"):
+                self.used[f"{name}_main"] = round(now["self"] - then["self"], 2)
+                self.used[f"{name}_children"] = round(now["children"] - then["children"], 2)
+            elif name == "bench":  # its children are the processes measured under their own names
+                self.used[name] = round(now["self"] - then["self"], 2)
+            else:
+                self.used[name] = round(now["self"] + now["children"] - then["self"] - then["children"], 2)
+        self.used["wall"] = round(time.monotonic() - self._wall, 2)
+        return self.used
+
+
 # -- worker logs ---------------------------------------------------------------------------------------------------
 
 
@@ -405,6 +517,31 @@ def count_lines(path: Path, needle: str) -> int:
             return sum(1 for line in handle if raw in line)
     except FileNotFoundError:
         return 0
+
+
+class LogTail:
+    """Counts lines containing given needles in a growing log file, reading only what was appended since."""
+
+    def __init__(self, path: Path, *needles: str) -> None:
+        self.path = path
+        self.needles = [needle.encode() for needle in needles]
+        self.counts = dict.fromkeys(needles, 0)
+        self._offset = 0
+        self._partial = b""
+
+    def update(self) -> dict[str, int]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return self.counts
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for needle, name in zip(self.needles, self.counts, strict=True):
+            self.counts[name] += sum(1 for line in lines if needle in line)
+        return self.counts
 
 
 @contextmanager

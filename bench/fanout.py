@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import Vhost, Worker, count_lines, emit, import_tasks, log, processor_env
+from common import Vhost, Worker, count_lines, emit, exit_cleanly_on_sigterm, import_tasks, log, processor_env
 
 #: Queue bound to the task events during the fan-out (``--verify``).
 EVENT_QUEUE = "bench-task-events"
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-seconds", type=float, default=8.0, help="how long the verifying worker consumes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
+    exit_cleanly_on_sigterm()
 
     work = Path(tempfile.mkdtemp(prefix="tix-bench-fanout-"))
     base = work / "reports"

@@ -1,0 +1,213 @@
+"""
+End-to-end throughput: simulated installations through a real Celery worker, RabbitMQ and a stand-in tix-api.
+
+Simulates ``--installations`` installations of ``--minutes`` minutes each (``processor.simulate.simulate_tree``;
+25 minutes give one window per installation, the steady state of a 10-minute period), computes the expected windows
+with a dry run in this process, then starts the stand-in tix-api (``tests/fake_api.py``) on 127.0.0.1 and
+``celery -A processor.tasks worker -c <concurrency>`` in a RabbitMQ vhost of its own, publishes one fan-out and
+waits until every installation task has ended. Measured:
+
+* windows delivered per second, from the first to the last POST the API received (``windows_per_s``), and overall
+  from the publication of the fan-out to the last POST (``overall_windows_per_s``);
+* the worker's peak resident memory, main process and children, sampled every 0.2 s with psutil;
+* correctness: distinct windows posted against the dry run (``lost``, ``duplicated``, ``unexpected``).
+
+Prints one JSON line. Targets on the 2-core machine: at least 200 windows/s and under 200 MiB per process.
+
+Usage::
+
+    python bench/e2e.py                                   # 400 installations × 25 minutes, worker -c 2
+    python bench/e2e.py --installations 400 --minutes 60  # 5 windows per installation
+    python bench/e2e.py --log-level WARNING               # without the INFO line per window
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from common import (
+    Api,
+    CpuMeter,
+    LogTail,
+    RssSampler,
+    Vhost,
+    Worker,
+    broker_pid,
+    cleanup_stack,
+    count_lines,
+    emit,
+    exit_cleanly_on_sigterm,
+    log,
+    processor_env,
+    send_fanout,
+    start_api,
+)
+
+
+def expected_windows(env: dict[str, str]) -> dict[tuple[str, str, int], str]:
+    """Dry run of every installation in this process: (user, installation, result timestamp) → outcome."""
+    from processor import service
+    from processor.config import Config
+
+    config = Config.from_env(env)
+    expected: dict[tuple[str, str, int], str] = {}
+
+    def run_one(installation: Any) -> None:
+        summary = service.process_installation(config, installation.user_id, installation.installation_id, dry_run=True)
+        for window in summary.windows:
+            if window.timestamp is not None:
+                expected[(installation.user_id, installation.installation_id, window.timestamp)] = window.outcome
+
+    service.fan_out(config, None, run_one)
+    return expected
+
+
+class _Profiler:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        self.process.wait(timeout=60)
+
+
+def start_profiler(pid: int, output: Path) -> _Profiler:
+    """``py-spy record`` of the worker and its children (``--subprocesses``), raw collapsed stacks."""
+    command = ["py-spy", "record", "--subprocesses", "-r", "250", "-f", "raw", "-o", str(output), "-p", str(pid)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    return _Profiler(process)
+
+
+def wait_until_drained(
+    vhost: Vhost, api: Api, expected: int, installations: int | None, worker_log: Path, timeout_s: float
+) -> bool:
+    """
+    Wait until every expected window was accepted by the API and (at log level INFO) every installation task
+    logged its end (``installations`` None: not logged below INFO); or until the queue is empty and nothing was
+    posted for 10 s. True in the first case.
+    """
+    posts = LogTail(api.log_path, '"accepted": true')
+    tasks = LogTail(worker_log, "installation done")
+    deadline = time.monotonic() + timeout_s
+    last_change, last_count = time.monotonic(), -1
+    while time.monotonic() < deadline:
+        accepted = posts.update()['"accepted": true']
+        done = tasks.update()["installation done"]
+        if accepted >= expected and (installations is None or done >= installations):
+            return True
+        if accepted != last_count:
+            last_change, last_count = time.monotonic(), accepted
+        elif time.monotonic() - last_change > 10 and vhost.queue_depth() == 0:
+            return False
+        time.sleep(0.25)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--installations", type=int, default=400)
+    parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes (celery worker -c)")
+    parser.add_argument("--log-level", default="INFO", help="CELERY_LOG_LEVEL of the worker (INFO)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for the tasks, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (tree, logs)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the worker and its children with py-spy (pip install py-spy) into FILE (raw stacks)",
+    )
+    args = parser.parse_args(argv)
+    exit_cleanly_on_sigterm()
+
+    from processor.simulate import simulate_tree
+
+    work = Path(tempfile.mkdtemp(prefix="tix-bench-e2e-"))
+    reports = work / "reports"
+    summary = simulate_tree(reports, installations=args.installations, minutes=args.minutes, seed=args.seed)
+    log(f"simulated {summary.installations} installations, {summary.files} files in {summary.seconds:.1f} s")
+    result: dict[str, Any] = {
+        "bench": "e2e",
+        "installations": args.installations,
+        "minutes": args.minutes,
+        "concurrency": args.concurrency,
+        "log_level": args.log_level,
+        "files": summary.files,
+    }
+    with Vhost.for_bench("e2e") as vhost, cleanup_stack() as running:
+        env = processor_env(reports=reports, vhost=vhost, api_port=None, log_level=args.log_level)
+        began = time.perf_counter()
+        expected = expected_windows(env)
+        log(f"dry run: {len(expected)} windows expected ({time.perf_counter() - began:.1f} s)")
+        api = start_api(work / "api")
+        running.append(api)
+        env = processor_env(reports=reports, vhost=vhost, api_port=api.port, log_level=args.log_level)
+        worker_log = work / "worker.log"
+        worker = Worker(env, worker_log, concurrency=args.concurrency, name="bench-e2e").start()
+        running.append(worker)
+        sampler = RssSampler(worker.pid).start()
+        running.append(sampler)
+        if args.profile is not None:
+            running.append(start_profiler(worker.pid, args.profile))
+        meter = CpuMeter(
+            {"worker": worker.pid, "api": api.process.pid, "broker": broker_pid(), "bench": os.getpid()}
+        ).start()
+        published_at = time.time()
+        send_fanout(vhost, reports)
+        task_lines = args.installations if args.log_level.upper() in ("INFO", "DEBUG") else None
+        finished = wait_until_drained(vhost, api, len(expected), task_lines, worker_log, args.timeout)
+        ended_at = time.time()
+        cpu = meter.stop()
+        sampler.stop()
+        running.remove(sampler)
+        records = api.records()
+    accepted = [record for record in records if record["accepted"]]
+    identities = Counter((r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in accepted)
+    times = sorted(record["time"] for record in accepted)
+    span_s = times[-1] - times[0] if len(times) > 1 else 0.0
+    posted = set(identities)
+    result.update(
+        finished=finished,
+        windows_expected=len(expected),
+        posted=len(posted),
+        duplicated=sum(count - 1 for count in identities.values()),
+        lost=len(set(expected) - posted),
+        unexpected=len(posted - set(expected)),
+        post_span_s=round(span_s, 2),
+        windows_per_s=round((len(times) - 1) / span_s, 1) if span_s > 0 else None,
+        overall_s=round((times[-1] if times else ended_at) - published_at, 2),
+        overall_windows_per_s=round(len(times) / (times[-1] - published_at), 1) if times else None,
+        worker_rss=sampler.summary(),
+        cpu_s=cpu,
+        cpu_ms_per_window={key: round(1000 * value / max(1, len(times)), 2) for key, value in cpu.items()},
+        task_failures=count_lines(worker_log, "raised unexpected"),
+        worker_errors=count_lines(worker_log, "ERROR"),
+        target_windows_per_s=200,
+        target_rss_mib=200,
+    )
+    result["within_target"] = bool(
+        result["windows_per_s"]
+        and result["windows_per_s"] >= 200
+        and max(result["worker_rss"]["main_peak_mib"], result["worker_rss"]["child_peak_mib"]) < 200
+    )
+    if args.keep:
+        result["work_dir"] = str(work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    emit(result)
+    return 0 if finished else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
