@@ -21,7 +21,7 @@ from processor.failed_results import (
     resend_failed_results,
     write_failed_result,
 )
-from processor.reports.files import read_report, report_candidates
+from processor.reports.files import Report, read_report, report_candidates
 from processor.reports.lock import DEFAULT_LEASE_S, STALE_PREFIX, LeaseLock
 from processor.reports.records import Observations
 from processor.reports.state import Attempt, Disposal, LastWindow, State, read_state, utc_now_iso, write_state
@@ -285,6 +285,7 @@ class _Run:
         self.state = State()
         self.written = State()
         self.hidden: set[str] = set()  # dry run: names a real run would have removed
+        self.reports: dict[str, tuple[tuple[int, int, int, int], Report]] = {}  # see _read_report
         self.api_usable = api is not None and api.has_credentials
         self.windows: list[WindowRecord] = []
         self.counts: Counter[str] = Counter()
@@ -543,7 +544,23 @@ class _Run:
 
     def _candidates(self) -> Iterator[Any]:
         names = [name for name in report_candidates(self.directory) if name not in self.hidden]
-        return load_candidates(names, lambda name: read_report(self.directory / name))
+        return load_candidates(names, self._read_report)
+
+    def _read_report(self, name: str) -> Report:
+        """
+        :func:`read_report`, reusing this run's parse of the same file while its inode, size, mtime and ctime
+        are unchanged: the next selection reads the newer half of a window again (hot path, same result).
+        """
+        path = self.directory / name
+        info = os.lstat(path)
+        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        cached = self.reports.get(name)
+        if cached is not None and cached[0] == key and stat.S_ISREG(info.st_mode):
+            return cached[1]
+        report = read_report(path)
+        if report.mtime_s == info.st_mtime:  # read_report saw the same file as the lstat above
+            self.reports[name] = (key, report)
+        return report
 
     def _select(self) -> Window | None:
         """Select the next window and apply the removals of the gap and IP rules and the moves of bad files."""
