@@ -13,7 +13,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import pytest
 from processor.config import Config
 from tests.fake_api import start_fake_api_process
 from tests.service.harness import (
+    API_PASSWORD,
+    API_USER,
     BROKER_HOST,
     BROKER_PORT,
     Broker,
@@ -81,7 +83,7 @@ def fake_api(tmp_path: Path) -> Iterator[FakeApiProcess]:
     """``python tests/fake_api.py`` as its own process on 127.0.0.1, acting like tix-api (mode ``ok``)."""
     directory = tmp_path / "api"
     directory.mkdir()
-    process, control, log_path = start_fake_api_process(directory, admin_user="admin", admin_password="secret")
+    process, control, log_path = start_fake_api_process(directory, admin_user=API_USER, admin_password=API_PASSWORD)
     api = FakeApiProcess(process, control, log_path)
     yield api
     api.stop()
@@ -96,9 +98,11 @@ class Rig:
     api: FakeApiProcess
     base: Path
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: Variables every worker of the test gets (and the dry run's configuration reads), e.g. the usage estimator.
+    settings: dict[str, str] = field(default_factory=dict)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        return worker_environment(self.broker.vhost, self.base, self.api.port, **overrides)
+        return worker_environment(self.broker.vhost, self.base, self.api.port, **{**self.settings, **overrides})
 
     def config(self, **overrides: str) -> Config:
         """The configuration the workers read (for the dry run's resolver)."""
@@ -154,6 +158,21 @@ class Rig:
     def stop_workers(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed service test shows the last lines of every worker log it started, and where the logs are."""
+    report = yield
+    rig = getattr(item, "funcargs", {}).get("rig")
+    if report.when == "call" and report.failed and isinstance(rig, Rig):
+        for worker in rig.workers:
+            tail = "\n".join(worker.log().splitlines()[-60:])
+            report.sections.append((f"worker {worker.node} ({worker.log_path})", tail))
+        report.sections.append(("fake tix-api log", str(rig.api.log_path)))
+    return report
 
 
 @pytest.fixture
