@@ -180,6 +180,8 @@ class LeaseLock:
             if self._create():
                 self._held = True
                 self._lost = None
+                # Hold intervals per installation, with host and pid, make overlaps measurable (reliability §5).
+                logger.debug("lock acquired directory=%s pid=%s token=%s", self.directory, os.getpid(), self.token[:8])
                 if self._renew:
                     self._stop.clear()
                     self._thread = threading.Thread(
@@ -197,7 +199,7 @@ class LeaseLock:
             holder = _describe(current, expiry)
             if not dead and self._clock() <= expiry + SKEW_S:
                 raise InstallationBusy(self.directory, holder)
-            if not self._take_over(data, current, expiry):
+            if not self._take_over(data, current, expiry, "dead_holder" if dead else "expired"):
                 raise InstallationBusy(self.directory, holder)
         raise InstallationBusy(self.directory, holder)
 
@@ -226,7 +228,7 @@ class LeaseLock:
         fsync_directory(self.directory)
         return True
 
-    def _take_over(self, judged: bytes, previous: Holder | None, expiry: float) -> bool:
+    def _take_over(self, judged: bytes, previous: Holder | None, expiry: float, reason: str = "expired") -> bool:
         """
         Remove an expired lock whose bytes were ``judged``; True when the caller may create a new one.
 
@@ -242,8 +244,9 @@ class LeaseLock:
         if renamed is not None and renamed[0] == judged:
             os.unlink(stale)
             logger.warning(
-                "lock taken over directory=%s holder_host=%s holder_pid=%s expired_at=%s",
+                "lock taken over directory=%s reason=%s holder_host=%s holder_pid=%s expires_at=%s",
                 self.directory,
+                reason,
                 previous.host if previous is not None else None,
                 previous.pid if previous is not None else None,
                 f"{expiry:.3f}",
@@ -345,6 +348,7 @@ class LeaseLock:
             current = Holder.from_json(seen[0]) if seen is not None else None
             if current is not None and current.token == self.token:
                 os.unlink(self.path)
+                logger.debug("lock released directory=%s pid=%s token=%s", self.directory, os.getpid(), self.token[:8])
         except OSError as exc:
             logger.error("lock release failed directory=%s error=%s", self.directory, exc)
 
