@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +13,8 @@ import pytest
 from processor.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from processor.reports.files import write_report
 from processor.reports.records import observations
+from tests.commands import processor_command as processor
 from tests.fake_api import FakeApi
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def processor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m processor ARGS`` with no TIX_ variable but those given."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("TIX_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "processor", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def lines(done: subprocess.CompletedProcess[str]) -> list[dict]:

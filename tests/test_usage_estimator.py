@@ -9,31 +9,13 @@ prints the payloads with the configured estimator in ``upUsage``/``downUsage``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from processor.config import Config
 from processor.service import process_installation
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def processor_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m processor ARGS`` from the repository root, with only the given processor variables set."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("TIX_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "processor", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.commands import processor_command
 
 
 @pytest.fixture(scope="module")
