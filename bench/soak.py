@@ -405,7 +405,7 @@ def account(
         "broker_restarts": len(faults.broker_stops),
         "fanouts_published": faults.fanouts,
         "fanout_publish_errors": faults.fanout_errors,
-        "kills_mid_task": count_lines(worker_log, "WorkerLostError("),
+        "kills_mid_task": count_lines(worker_log, "raised error: WorkerLostError("),
         "lock_takeovers": count_lines(worker_log, "lock taken over"),
         "task_failures": count_lines(worker_log, "raised unexpected"),
         "api_posts": len(records),
