@@ -66,6 +66,14 @@ def write_lock(directory: Path, **changes) -> None:
     (directory / LOCK_NAME).write_bytes(Holder(**fields).to_json())
 
 
+def empty_report(directory: Path, *, age_s: float, now_s: float) -> Path:
+    """An empty (so unusable) ``tix-report-1000000000.json`` in ``directory``, modified ``age_s`` before ``now_s``."""
+    path = directory / "tix-report-1000000000.json"
+    path.write_bytes(b"")
+    os.utime(path, (now_s - age_s, now_s - age_s))
+    return path
+
+
 def hand_made_installation(base: Path, *, starts: list[int], user: int = 9, installation: int = 90) -> Path:
     """An installation of 60-record reports whose first records are at ``starts`` (Unix seconds)."""
     directory = base / str(user) / str(installation)
@@ -264,10 +272,8 @@ class TestReadiness:
         """An empty file modified 5 s ago may still be being written: it ends the scan (change S5)."""
         _base, summary = fresh_tree(tmp_path, installations=1)
         installation = directory_of(summary)
-        young = installation.path / "tix-report-1000000000.json"
-        young.write_bytes(b"")
         now_s = time.time()
-        os.utime(young, (now_s - 5, now_s - 5))
+        empty_report(installation.path, age_s=5, now_s=now_s)
 
         item = status.installation_status(installation, now_s=now_s)
 
@@ -280,10 +286,8 @@ class TestReadiness:
     def test_the_same_file_a_minute_later_would_be_quarantined_and_the_window_is_ready(self, tmp_path):
         _base, summary = fresh_tree(tmp_path, installations=1)
         installation = directory_of(summary)
-        young = installation.path / "tix-report-1000000000.json"
-        young.write_bytes(b"")
         now_s = time.time()
-        os.utime(young, (now_s - 5, now_s - 5))
+        empty_report(installation.path, age_s=5, now_s=now_s)
 
         item = status.installation_status(installation, now_s=now_s + 60)
 
@@ -668,8 +672,7 @@ class TestReadOnly:
         (second / STATE_NAME).write_bytes(b"{corrupt")  # read_state would set it aside
         names = report_candidates(third)
         write_state(third, State(last_window=last_window(files=tuple(names[:4]), dispose=tuple(names[:2]))))
-        (fourth / "tix-report-1000000000.json").write_bytes(b"")  # old unusable: a run would quarantine it
-        os.utime(fourth / "tix-report-1000000000.json", (now_s - 3600, now_s - 3600))
+        empty_report(fourth, age_s=3600, now_s=now_s)  # old unusable: a run would quarantine it
         (first / "tix-report-1000000001.json").write_bytes(b"")  # young unusable
         (fourth / "failed-results").mkdir()
         (fourth / "failed-results" / "failed-report-1.json").write_text("{}")
