@@ -22,6 +22,7 @@ from celery.schedules import crontab
 from celery.signals import worker_init
 from celery.utils.log import get_task_logger
 from celery.utils.saferepr import saferepr
+from celery.worker.consumer import Consumer
 from kombu.utils.uuid import uuid
 
 from processor import service
@@ -30,8 +31,29 @@ from processor.reports.tree import InstallationDir
 
 CONFIG = load_config_or_exit()
 
+
+class EventsWithoutConfirmsConsumer(Consumer):  # type: ignore[misc]
+    """
+    The worker's consumer, whose monitoring events are published without waiting for RabbitMQ's confirms.
+
+    Celery opens the connection of the event dispatcher (``task-received``, ``task-started``, ``task-succeeded``,
+    heartbeats; ``worker_send_task_events``) through this method alone. With ``confirm_publish`` from
+    ``broker_transport_options`` every flush of events blocked the worker's event loop for a round trip to
+    RabbitMQ, two or three times per task, while the pool children waited for their next message. Publisher
+    confirms are kept for what must not be lost silently: the beat's and the fan-out's task messages (service spec
+    §4). An event lost with a broken connection only leaves a gap in a monitor such as Flower.
+    """
+
+    def connection_for_write(self, url: str | None = None, heartbeat: float | None = None) -> Any:
+        connection = self.app.connection_for_write(
+            url=url, heartbeat=heartbeat, transport_options={"confirm_publish": False}
+        )
+        return self.ensure_connected(connection)
+
+
 app = Celery("processor.tasks")
 app.conf.update(celery_settings(CONFIG))
+app.conf.worker_consumer = f"{__name__}:{EventsWithoutConfirmsConsumer.__name__}"
 app.conf.beat_schedule = {
     "process_users_data": {
         "task": "processor.tasks.process_users_data",
