@@ -31,14 +31,18 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.fake_api import FakeApiControl, read_log, start_fake_api_process  # noqa: E402
+from tests.rabbit import (  # noqa: E402
+    broker_url,
+    create_vhost,
+    declare_passive,
+    delete_vhost,
+    processor_broker_env,
+    rabbitmqctl,
+)
 
 #: Credentials of the stand-in tix-api's admin account used by every benchmark.
 API_USER = "admin"
 API_PASSWORD = "secret"
-
-#: The broker every benchmark uses (the local RabbitMQ, guest/guest).
-BROKER_HOST = "127.0.0.1"
-BROKER_PORT = 5672
 
 
 def exit_cleanly_on_sigterm() -> None:
@@ -63,21 +67,6 @@ def log(message: str) -> None:
 # -- RabbitMQ ----------------------------------------------------------------------------------------------------
 
 
-def rabbitmqctl(*args: str, timeout_s: float = 120.0) -> str:
-    """Run ``rabbitmqctl <args>`` and return its standard output; raise on a non-zero exit."""
-    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout_s, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
-
-
-def broker_url(vhost: str) -> str:
-    """``amqp://guest:guest@127.0.0.1:5672/<vhost>`` (the vhost percent-encoded)."""
-    from urllib.parse import quote
-
-    return f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/{quote(vhost, safe='')}"
-
-
 @dataclass
 class Vhost:
     """A RabbitMQ virtual host of this benchmark run: created with guest's permissions, deleted on exit."""
@@ -89,15 +78,12 @@ class Vhost:
         return cls(f"tix-bench-{kind}-{os.getpid()}")
 
     def __enter__(self) -> Vhost:
-        if self.name == "/":
-            raise ValueError("the benchmarks never use the default vhost")
-        rabbitmqctl("add_vhost", self.name)
-        rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        create_vhost(self.name)
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            rabbitmqctl("delete_vhost", self.name)
+            delete_vhost(self.name)
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             log(f"could not delete vhost {self.name}: {error}")
 
@@ -107,29 +93,15 @@ class Vhost:
 
     def queue_depth(self, queue: str = "celery") -> int | None:
         """Ready messages in ``queue`` (passive declare); None when the queue does not exist or the broker is away."""
-        from kombu import Connection
-
         try:
-            with Connection(self.url, connect_timeout=5) as connection:
-                channel = connection.channel()
-                try:
-                    return int(channel.queue_declare(queue=queue, passive=True).message_count)
-                finally:
-                    channel.close()
+            return int(declare_passive(self.name, queue, connect_timeout_s=5).message_count)
         except Exception:
             return None
 
     def consumers(self, queue: str = "celery") -> int:
         """Consumers of ``queue`` (0 when it does not exist yet or the broker is away)."""
-        from kombu import Connection
-
         try:
-            with Connection(self.url, connect_timeout=5) as connection:
-                channel = connection.channel()
-                try:
-                    return int(channel.queue_declare(queue=queue, passive=True).consumer_count)
-                finally:
-                    channel.close()
+            return int(declare_passive(self.name, queue, connect_timeout_s=5).consumer_count)
         except Exception:
             return 0
 
@@ -181,11 +153,7 @@ def processor_env(
             "PROCESSOR_TYPE": "WORKER",
             "TIX_REPORTS_BASE_PATH": str(reports),
             "TIX_PROCESSING_PERIOD": str(period_min),
-            "TIX_RABBITMQ_HOST": BROKER_HOST,
-            "TIX_RABBITMQ_PORT": str(BROKER_PORT),
-            "TIX_RABBITMQ_USER": "guest",
-            "TIX_RABBITMQ_PASS": "guest",
-            "TIX_RABBITMQ_VHOST": vhost.name,
+            **processor_broker_env(vhost.name),
             "TIX_API_HOST": "127.0.0.1",
             "TIX_API_USER": API_USER,
             "TIX_API_PASSWORD": API_PASSWORD,

@@ -22,11 +22,10 @@ import pytest
 
 from processor.config import Config
 from tests.fake_api import start_fake_api_process
+from tests.rabbit import BROKER_HOST, BROKER_PORT, create_vhost, delete_vhost
 from tests.service.harness import (
     API_PASSWORD,
     API_USER,
-    BROKER_HOST,
-    BROKER_PORT,
     Broker,
     FakeApiProcess,
     InstallationExpectation,
@@ -34,7 +33,6 @@ from tests.service.harness import (
     TaskActivity,
     WorkerProcess,
     dry_run_expectations,
-    rabbitmqctl,
     start_worker,
     tally,
     task_activity,
@@ -60,12 +58,11 @@ def vhost() -> Iterator[str]:
     if not _broker_reachable():
         pytest.skip(f"RabbitMQ not reachable on {BROKER_HOST}:{BROKER_PORT}")
     name = f"tix-service-tests-{os.getpid()}-{secrets.token_hex(4)}"
-    rabbitmqctl("add_vhost", name)
+    create_vhost(name)
     try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         yield name
     finally:
-        rabbitmqctl("delete_vhost", name)
+        delete_vhost(name)
 
 
 @pytest.fixture

@@ -36,13 +36,9 @@ from processor.reports.installation import run_installation
 from processor.reports.tree import installation_dirs
 from processor.reports.windows import iter_windows
 from tests.fake_api import FakeApiControl
+from tests.rabbit import broker_url, declare_passive, processor_broker_env
 
 REPO = Path(__file__).resolve().parents[2]
-
-BROKER_HOST = "127.0.0.1"
-BROKER_PORT = 5672
-BROKER_USER = "guest"
-BROKER_PASSWORD = "guest"
 
 API_USER = "admin"
 API_PASSWORD = "Svc-Pa55-7f3e"  # distinctive, so that a test can prove it never reaches a log
@@ -87,10 +83,6 @@ def wait_until(
 # -- broker ------------------------------------------------------------------------------------------------------
 
 
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=True)
-
-
 @dataclass
 class Broker:
     """One RabbitMQ virtual host of the test session, and a Celery app object that publishes into it."""
@@ -110,7 +102,7 @@ class Broker:
 
     @property
     def url(self) -> str:
-        return f"amqp://{BROKER_USER}:{BROKER_PASSWORD}@{BROKER_HOST}:{BROKER_PORT}/{self.vhost}"
+        return broker_url(self.vhost)
 
     def fan_out(self, base: Path) -> None:
         """Publish the beat's message: ``process_users_data(<base>)``."""
@@ -123,14 +115,12 @@ class Broker:
 
     def queue_depth(self, queue: str = "celery") -> int:
         """Ready messages in ``queue`` (0 when it does not exist yet); unacknowledged ones are not counted."""
-        with kombu.Connection(self.url, connect_timeout=10) as connection:
-            channel = connection.channel()
-            try:
-                return int(channel.queue_declare(queue=queue, passive=True).message_count)
-            except Exception as exc:  # the broker answers 404 NOT_FOUND for a queue never declared
-                if "NOT_FOUND" in str(exc) or "404" in str(exc):
-                    return 0
-                raise
+        try:
+            return int(declare_passive(self.vhost, queue, connect_timeout_s=10).message_count)
+        except Exception as exc:  # the broker answers 404 NOT_FOUND for a queue never declared
+            if "NOT_FOUND" in str(exc) or "404" in str(exc):
+                return 0
+            raise
 
     def purge(self) -> None:
         """Drop every ready message of the default queue, so that no test sees another's leftovers."""
@@ -162,11 +152,7 @@ def worker_environment(vhost: str, base: Path, api_port: int, **overrides: str) 
             "PYTHONUNBUFFERED": "1",
             "PROCESSOR_TYPE": "WORKER",
             "CELERY_LOG_LEVEL": "INFO",
-            "TIX_RABBITMQ_HOST": BROKER_HOST,
-            "TIX_RABBITMQ_PORT": str(BROKER_PORT),
-            "TIX_RABBITMQ_USER": BROKER_USER,
-            "TIX_RABBITMQ_PASS": BROKER_PASSWORD,
-            "TIX_RABBITMQ_VHOST": vhost,
+            **processor_broker_env(vhost),
             "TIX_REPORTS_BASE_PATH": str(base),
             "TIX_PROCESSING_PERIOD": "1",
             "TIX_LOCK_LEASE_SECONDS": "30",
