@@ -121,13 +121,82 @@ def _read(path: Path) -> tuple[bytes, float] | None:
         return handle.read(65536), mtime_s
 
 
+def _read_bytes(path: Path) -> bytes | None:
+    """The bytes of ``path`` without following a link (at most 64 KiB; a lock is ~150 bytes); None if it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+class _Renewer:
+    """
+    The renewal thread of this process: one daemon thread renews every lock held in the process when it is due.
+
+    Starting and joining a thread for every task cost more than the task's fences; a lock joins with
+    :meth:`add` when it is acquired and leaves with :meth:`remove` before it is released. A process made by
+    ``fork`` starts its own thread at its first :meth:`add` (threads are not inherited).
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._due: dict[LeaseLock, float] = {}  # lock -> monotonic time of its next renewal
+        self._pid: int | None = None
+
+    def add(self, lock: LeaseLock, interval_s: float) -> None:
+        with self._condition:
+            if self._pid != os.getpid():
+                self._due = {}
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop, name="lock-renewal", daemon=True).start()
+            self._due[lock] = time.monotonic() + interval_s
+            self._condition.notify()
+
+    def remove(self, lock: LeaseLock) -> None:
+        with self._condition:
+            self._due.pop(lock, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._condition:
+                now = time.monotonic()
+                due = [lock for lock, when in self._due.items() if when <= now]
+                if not due:
+                    self._condition.wait(min(self._due.values()) - now if self._due else None)
+                    continue
+                for lock in due:
+                    self._due[lock] = math.inf  # being renewed; remove() may still take it out
+            for lock in due:
+                interval_s = lock.lease_s / 3
+                if lock.renew():
+                    wait_s = interval_s
+                elif lock.lost:
+                    wait_s = math.inf
+                else:
+                    wait_s = min(interval_s, RENEW_RETRY_S)
+                with self._condition:
+                    if lock in self._due:
+                        if math.isinf(wait_s):
+                            del self._due[lock]
+                        else:
+                            self._due[lock] = time.monotonic() + wait_s
+
+
+_RENEWER = _Renewer()
+
+
 class LeaseLock:
     """
     Lease lock of one installation directory (windows spec §8).
 
     Use as a context manager: entering acquires (raising :class:`InstallationBusy` when another live holder
-    has it) and starts the renewal thread; leaving stops the thread and deletes the lock file only if it still
-    carries this lock's token. Call :meth:`fence` immediately before every side effect on the installation.
+    has it) and hands the lock to the process's renewal thread; leaving takes it back, so that no renewal can
+    happen any more, and deletes the lock file only if it still carries this lock's token. Call :meth:`fence`
+    immediately before every side effect on the installation.
 
     Parameters
     ----------
@@ -138,7 +207,7 @@ class LeaseLock:
     host : str, optional
         This machine's host name (default ``socket.gethostname()``); tests pass another to play a remote holder.
     renew : bool
-        Start the renewal thread (default True).
+        Renew the lock in the background (default True), by the one renewal thread of the process.
     clock : callable
         Wall clock, Unix seconds (lock times are compared across machines, so never a monotonic clock).
     """
@@ -164,8 +233,8 @@ class LeaseLock:
         self._clock = clock
         self._held = False
         self._lost: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The bytes this lock wrote last and their expires_at, as one pair: a fence finding them needs no parsing.
+        self._written: tuple[bytes, float] = (b"", 0.0)
         self._mutex = threading.Lock()
 
     # -- acquisition -------------------------------------------------------------------------------------------
@@ -183,11 +252,7 @@ class LeaseLock:
                 # Hold intervals per installation, with host and pid, make overlaps measurable (reliability §5).
                 logger.debug("lock acquired directory=%s pid=%s token=%s", self.directory, os.getpid(), self.token[:8])
                 if self._renew:
-                    self._stop.clear()
-                    self._thread = threading.Thread(
-                        target=self._renew_loop, name=f"lock-renewal-{self.directory.name}", daemon=True
-                    )
-                    self._thread.start()
+                    _RENEWER.add(self, self.lease_s / 3)
                 return
             seen = _read(self.path)
             if seen is None:
@@ -226,6 +291,7 @@ class LeaseLock:
             raise
         os.close(fd)
         fsync_directory(self.directory)
+        self._written = (content, self.expires_at)
         return True
 
     def _take_over(self, judged: bytes, previous: Holder | None, expiry: float, reason: str = "expired") -> bool:
@@ -281,15 +347,17 @@ class LeaseLock:
             if not self._held or self._lost is not None:
                 return False
             try:
-                seen = _read(self.path)
-                current = Holder.from_json(seen[0]) if seen is not None else None
+                seen = _read_bytes(self.path)
+                current = Holder.from_json(seen) if seen is not None else None
                 if current is None or current.token != self.token:
                     self._mark_lost("lock file gone" if seen is None else "token differs")
                     return False
                 now = self._clock()
                 holder = Holder(self.host, os.getpid(), self.token, current.acquired_at, now + self.lease_s)
-                atomic_write_bytes(self.path, holder.to_json(), purpose="lock", mode=0o640)
+                content = holder.to_json()
+                atomic_write_bytes(self.path, content, purpose="lock", mode=0o640)
                 self.expires_at = holder.expires_at
+                self._written = (content, holder.expires_at)
                 return True
             except OSError as exc:
                 if self.expires_at - self._clock() < SKEW_S:
@@ -298,37 +366,33 @@ class LeaseLock:
                     logger.warning("lock renewal failed directory=%s error=%s", self.directory, exc)
                 return False
 
-    def _renew_loop(self) -> None:
-        interval_s = self.lease_s / 3
-        wait_s = interval_s
-        while not self._stop.wait(wait_s):
-            if self.renew():
-                wait_s = interval_s
-            elif self._lost is not None:
-                return
-            else:
-                wait_s = min(interval_s, RENEW_RETRY_S)
-
     def fence(self) -> None:
         """
         Raise :class:`LockLost` unless the lock is still ours: not marked lost, the file carries this token and
         ``now < expires_at``. Call it immediately before every side effect on the installation.
+
+        The file is read every time. When it holds exactly the bytes this lock wrote last (the usual case), its
+        token and ``expires_at`` are known without parsing them.
         """
         if not self._held:
             raise LockLost(self.directory, "not held")
         if self._lost is None:
             try:
-                seen = _read(self.path)
+                seen = _read_bytes(self.path)
             except OSError as exc:
                 self._mark_lost(f"lock file unreadable: {exc.strerror or exc}")
             else:
-                current = Holder.from_json(seen[0]) if seen is not None else None
                 if seen is None:
                     self._mark_lost("lock file gone")
-                elif current is None or current.token != self.token:
-                    self._mark_lost("token differs")
-                elif not self._clock() < current.expires_at:
-                    self._mark_lost("lease expired")
+                else:
+                    content, expires_at = self._written
+                    if seen != content:
+                        current = Holder.from_json(seen)
+                        if current is None or current.token != self.token:
+                            self._mark_lost("token differs")
+                        expires_at = current.expires_at if current is not None else -math.inf
+                    if self._lost is None and not self._clock() < expires_at:
+                        self._mark_lost("lease expired")
         if self._lost is not None:
             raise LockLost(self.directory, self._lost)
 
@@ -336,16 +400,14 @@ class LeaseLock:
 
     def release(self) -> None:
         """Stop the renewal and delete the lock file if it still carries this token; never raises OSError."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if not self._held:
+        _RENEWER.remove(self)
+        with self._mutex:  # a renewal in progress ends first; none starts after this (renew checks _held)
+            held, self._held = self._held, False
+        if not held:
             return
-        self._held = False
         try:
-            seen = _read(self.path)
-            current = Holder.from_json(seen[0]) if seen is not None else None
+            seen = _read_bytes(self.path)
+            current = Holder.from_json(seen) if seen is not None else None
             if current is not None and current.token == self.token:
                 os.unlink(self.path)
                 logger.debug("lock released directory=%s pid=%s token=%s", self.directory, os.getpid(), self.token[:8])
