@@ -299,7 +299,7 @@ class Api:
 
     @property
     def port(self) -> int:
-        return int(self.control.base_url.rsplit(":", 1)[1])
+        return self.control.port
 
     def records(self) -> list[dict[str, Any]]:
         """Every POST of a report handled so far (from the log file, complete lines only)."""

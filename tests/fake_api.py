@@ -484,6 +484,11 @@ class FakeApiControl:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
 
+    @property
+    def port(self) -> int:
+        """The TCP port of 127.0.0.1 the fake listens on."""
+        return int(self.base_url.rsplit(":", 1)[1])
+
     def _post(self, path: str, document: dict[str, Any]) -> None:
         request = urllib.request.Request(
             self.base_url + path, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}

@@ -322,7 +322,7 @@ class FakeApiProcess:
 
     @property
     def port(self) -> int:
-        return int(self.control.base_url.rsplit(":", 1)[1])
+        return self.control.port
 
     def records(self) -> list[dict[str, Any]]:
         return self.control.records()
