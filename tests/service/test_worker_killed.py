@@ -25,6 +25,11 @@ def lock_holder(directory):
         return None
 
 
+def windows_posted(rig):
+    """Windows the fake tix-api accepted, each (user, installation, result timestamp) counted once."""
+    return len({(r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in rig.api.accepted()})
+
+
 def test_killed_child_loses_no_window_and_its_task_is_redelivered(rig):
     """
     Kill -9 the pool process holding an installation's lock after its first window was posted, with every POST
@@ -55,9 +60,7 @@ def test_killed_child_loses_no_window_and_its_task_is_redelivered(rig):
         os.kill(pid, signal.SIGKILL)
         kills.append((key, pid))
     wait_until(
-        lambda: (
-            len({(r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in rig.api.accepted()}) >= total
-        ),
+        lambda: windows_posted(rig) >= total,
         timeout_s=120,
         what=lambda: f"{total} windows posted after the kills",
     )
@@ -104,9 +107,7 @@ def test_killed_worker_main_process_loses_no_window_once_a_new_worker_runs(rig):
     wait_until(rig.idle, timeout_s=60, what="the redelivered messages done")
     rig.broker.fan_out(rig.base)
     wait_until(
-        lambda: (
-            len({(r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in rig.api.accepted()}) >= total
-        ),
+        lambda: windows_posted(rig) >= total,
         timeout_s=120,
         what=lambda: f"{total} windows posted after the restart",
     )
