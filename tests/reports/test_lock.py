@@ -256,6 +256,24 @@ class TestRenewalAndFencing:
         assert first.acquired_at == later.acquired_at
         assert first.token == later.token
 
+    def test_locks_held_at_once_in_one_process_are_all_renewed(self, installation):
+        """One renewal thread serves every lock of the process; a released one is not written again."""
+        other = installation.parent / "13"
+        other.mkdir()
+        released = installation.parent / "14"
+        released.mkdir()
+        LeaseLock(released, lease_s=0.6).__enter__().release()
+
+        with LeaseLock(installation, lease_s=0.6) as first, LeaseLock(other, lease_s=0.9) as second:
+            before = [Holder.from_json((d / LOCK_NAME).read_bytes()).expires_at for d in (installation, other)]
+            time.sleep(2.0)
+            first.fence()
+            second.fence()
+            after = [Holder.from_json((d / LOCK_NAME).read_bytes()).expires_at for d in (installation, other)]
+
+        assert all(later > earlier + 1.0 for earlier, later in zip(before, after, strict=True))
+        assert [] == list(released.iterdir())
+
     def test_the_fence_passes_while_the_lock_is_ours(self, installation):
         with LeaseLock(installation, renew=False) as lock:
             lock.fence()
