@@ -524,3 +524,54 @@ class TestFakeApiAsAProcess:
         ]
         assert [r["accepted"] for r in read_log(log_path)] == [True, False, True, False, True]
         assert process.returncode == 0
+
+
+class TestTls:
+    """Certificates are verified (D7); a private CA comes from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (§1)."""
+
+    @pytest.fixture
+    def https_api(self, tmp_path) -> Iterator[tuple[FakeApi, str]]:
+        """The fake tix-api behind TLS with a certificate for 127.0.0.1 from a private, self-signed CA."""
+        import shutil
+        import ssl
+        import subprocess
+
+        if shutil.which("openssl") is None:
+            pytest.fail("the openssl command is needed to make the test certificate")
+        key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        api = FakeApi(admin_user=USER, admin_password=PASSWORD)
+        api._server.socket = context.wrap_socket(api._server.socket, server_side=True)
+        with api:
+            yield api, str(cert)
+
+    def client(self, api: FakeApi) -> ApiClient:
+        return ApiClient(f"https://127.0.0.1:{api.port}", user=USER, password=PASSWORD, timeout_s=5.0, max_attempts=1)
+
+    def test_an_unknown_ca_is_refused(self, https_api, monkeypatch):
+        api, _ = https_api
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+
+        with pytest.raises(ApiUnavailable):
+            self.client(api).post("23", "41", payload())
+
+        assert [] == api.records()
+
+    @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+    def test_a_private_ca_bundle_from_the_environment_is_trusted(self, https_api, monkeypatch, variable):
+        api, ca_file = https_api
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        monkeypatch.setenv(variable, ca_file)
+
+        result = self.client(api).post("23", "41", payload())
+
+        assert result.status in (200, 201, 204)
+        assert 1 == len(api.records())
