@@ -285,6 +285,7 @@ class _Run:
         self.state = State()
         self.written = State()
         self.hidden: set[str] = set()  # dry run: names a real run would have removed
+        self.failed_results_seen = True  # see _remove_leftovers: False when failed-results/ was found empty
         self.reports: dict[str, tuple[tuple[int, int, int, int], Report]] = {}  # see _read_report
         self.api_usable = api is not None and api.has_credentials
         self.windows: list[WindowRecord] = []
@@ -482,9 +483,12 @@ class _Run:
             try:
                 entries = list(os.scandir(directory))
             except FileNotFoundError:
-                continue
+                entries = []
             except OSError as exc:
                 raise self._io_error("listing leftovers", exc) from None
+            if directory is not self.directory:
+                # Only this lock's holder writes there: an empty listing spares the re-send pass its own listing.
+                self.failed_results_seen = any(not entry.name.startswith(TEMP_PREFIX) for entry in entries)
             for entry in entries:
                 if not entry.name.startswith((TEMP_PREFIX, STALE_PREFIX)):
                     continue
@@ -517,7 +521,7 @@ class _Run:
 
     def _resend(self) -> None:
         """Re-send the failed results, oldest first, while the budget allows (service spec §6.2, D10)."""
-        if self.dry_run or not self.api_usable:
+        if self.dry_run or not self.api_usable or not self.failed_results_seen:
             return
         assert self.api is not None
         try:
