@@ -125,21 +125,27 @@ def check_results(results: Any) -> None:
     if not isinstance(timestamp, numbers.Integral) or isinstance(timestamp, bool):
         raise ValueError(f"results.timestamp must be an integer, got {timestamp!r}")
     for direction in ("upstream", "downstream"):
-        block = results.get(direction)
-        if not isinstance(block, Mapping):
-            raise ValueError(f"results.{direction} must be an object")
-        for key in ("usage", "quality"):
-            if not _is_number(block.get(key)):
-                raise ValueError(f"results.{direction}.{key} must be a finite number, got {block.get(key)!r}")
-        hurst = block.get("hurst")
-        if not isinstance(hurst, Mapping):
-            raise ValueError(f"results.{direction}.hurst must be an object")
-        for key in ("wavelet", "rs"):
-            if not _is_number(hurst.get(key)):
-                raise ValueError(f"results.{direction}.hurst.{key} must be a finite number, got {hurst.get(key)!r}")
+        block = _object(results.get(direction), f"results.{direction}")
+        _require_numbers(block, ("usage", "quality"), f"results.{direction}")
+        hurst = _object(block.get("hurst"), f"results.{direction}.hurst")
+        _require_numbers(hurst, ("wavelet", "rs"), f"results.{direction}.hurst")
         queueing = block.get("usage_queueing")
         if queueing is not None and not (_is_number(queueing) and 0.0 <= float(queueing) <= 1.0):
             raise ValueError(f"results.{direction}.usage_queueing must be null or in [0, 1], got {queueing!r}")
+
+
+def _object(value: Any, name: str) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else a ValueError naming it."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be an object")
+    return value
+
+
+def _require_numbers(block: Mapping[str, Any], keys: tuple[str, ...], prefix: str) -> None:
+    """Raise a ValueError naming the first of ``keys`` in ``block`` that is not a finite number."""
+    for key in keys:
+        if not _is_number(block.get(key)):
+            raise ValueError(f"{prefix}.{key} must be a finite number, got {block.get(key)!r}")
 
 
 def clamp_usage(usage: float) -> float:
