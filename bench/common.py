@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.fake_api import FakeApiControl, read_log, start_fake_api_process  # noqa: E402
+from tests.fake_api import FakeApiProcess, start_fake_api_process  # noqa: E402
 from tests.rabbit import (  # noqa: E402
     broker_url,
     create_vhost,
@@ -289,33 +289,14 @@ class Beat:
             stop_process(self.process, grace_s=10.0)
 
 
-@dataclass
-class Api:
-    """The stand-in tix-api process, its control client and its JSON-lines request log."""
-
-    process: subprocess.Popen[bytes]
-    control: FakeApiControl
-    log_path: Path
-
-    @property
-    def port(self) -> int:
-        return self.control.port
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every POST of a report handled so far (from the log file, complete lines only)."""
-        return read_log(self.log_path)
-
-    def stop(self) -> None:
-        stop_process(self.process, grace_s=10.0)
+#: The stand-in tix-api process handle (``records()`` over HTTP, ``logged_records()`` from its log file).
+Api = FakeApiProcess
 
 
 def start_api(directory: Path, *, mode: str = "ok") -> Api:
     """Start ``tests/fake_api.py`` on a free port of 127.0.0.1 with the benchmark's admin credentials."""
     directory.mkdir(parents=True, exist_ok=True)
-    process, control, log_path = start_fake_api_process(
-        directory, admin_user=API_USER, admin_password=API_PASSWORD, mode=mode
-    )
-    return Api(process, control, log_path)
+    return start_fake_api_process(directory, admin_user=API_USER, admin_password=API_PASSWORD, mode=mode)
 
 
 # -- the Celery tasks in this process ------------------------------------------------------------------------------

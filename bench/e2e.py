@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = meter.stop()
         sampler.stop()
         running.remove(sampler)
-        records = api.records()
+        records = api.logged_records()
     accepted = [record for record in records if record["accepted"]]
     identities = Counter((r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in accepted)
     times = sorted(record["time"] for record in accepted)

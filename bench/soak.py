@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         faults.api_modes.append((time.time(), "ok"))
         condenser.finish()
         drained = drain(vhost, live, api, faults, args.fanout_every, args.drain_timeout)
-        records = api.records()
+        records = api.logged_records()
         counts = account(expected, live, records, condenser, faults, worker_log)
     counts["drained"] = drained
     counts["fault_minutes"] = args.minutes
@@ -594,7 +594,7 @@ def drain(vhost: Vhost, live: Path, api: Any, faults: FaultLog, every_s: float, 
     while time.monotonic() < deadline:
         publish_fanout(vhost, live, faults)
         time.sleep(every_s)
-        state = (len(api.records()), tree_snapshot(live))
+        state = (len(api.logged_records()), tree_snapshot(live))
         idle = vhost.queue_depth() == 0 and failed_results_left(live) == 0
         quiet = quiet + 1 if (state == previous and idle) else 0
         previous = state

@@ -526,14 +526,44 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.endswith("}")]
 
 
+@dataclass
+class FakeApiProcess:
+    """The stand-in tix-api running as its own process: its control client and its JSON-lines request log."""
+
+    process: subprocess.Popen[bytes]
+    control: FakeApiControl
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return self.control.port
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every POST of a report handled so far, asked of the process over HTTP."""
+        return self.control.records()
+
+    def logged_records(self) -> list[dict[str, Any]]:
+        """The same from the log file (complete lines only): readable while the process is busy or gone."""
+        return read_log(self.log_path)
+
+    def accepted(self) -> list[dict[str, Any]]:
+        return [record for record in self.records() if record["accepted"]]
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(grace_s)
+
+
 def start_fake_api_process(
     directory: Path, *, admin_user: str = "admin", admin_password: str = "secret", mode: str = "ok"
-) -> tuple[subprocess.Popen[bytes], FakeApiControl, Path]:
-    """
-    Start ``python tests/fake_api.py`` as a separate process on a free port.
-
-    Returns the process (stop it with ``terminate()`` and ``wait()``), its control client, and its log file.
-    """
+) -> FakeApiProcess:
+    """Start ``python tests/fake_api.py`` as a separate process on a free port; stop it with ``stop()``."""
     port_file = directory / "fake-api.port"
     log_path = directory / "fake-api.jsonl"
     command = [
@@ -554,7 +584,7 @@ def start_fake_api_process(
             raise RuntimeError("the fake tix-api process did not start")
         time.sleep(0.02)
     port = int(port_file.read_text().strip())
-    return process, FakeApiControl(f"http://127.0.0.1:{port}"), log_path
+    return FakeApiProcess(process, FakeApiControl(f"http://127.0.0.1:{port}"), log_path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -497,9 +497,10 @@ class TestMissingCredentialsWarning:
 class TestFakeApiAsAProcess:
     def test_standalone_fake_is_switched_at_run_time_and_logs_every_request(self, tmp_path, sleep):
         """The service tests run the fake as its own process and control it over HTTP."""
-        from tests.fake_api import read_log, start_fake_api_process
+        from tests.fake_api import start_fake_api_process
 
-        process, control, log_path = start_fake_api_process(tmp_path, admin_user=USER, admin_password=PASSWORD)
+        api = start_fake_api_process(tmp_path, admin_user=USER, admin_password=PASSWORD)
+        control = api.control
         try:
             client = ApiClient(control.base_url, user=USER, password=PASSWORD, timeout_s=5, sleep=sleep)
             client.post("23", "41", payload())
@@ -510,10 +511,9 @@ class TestFakeApiAsAProcess:
             control.script(Behaviour(status=503))
             client.post("23", "42", payload())
 
-            records = control.records()
+            records = api.records()
         finally:
-            process.terminate()
-            process.wait(10)
+            api.stop()
 
         assert [(r["installation_id"], r["status"]) for r in records] == [
             ("41", 200),
@@ -522,8 +522,8 @@ class TestFakeApiAsAProcess:
             ("42", 503),
             ("42", 200),
         ]
-        assert [r["accepted"] for r in read_log(log_path)] == [True, False, True, False, True]
-        assert process.returncode == 0
+        assert [r["accepted"] for r in api.logged_records()] == [True, False, True, False, True]
+        assert api.process.returncode == 0
 
 
 class TestTls:

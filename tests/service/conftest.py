@@ -21,13 +21,12 @@ from typing import Any
 import pytest
 
 from processor.config import Config
-from tests.fake_api import start_fake_api_process
+from tests.fake_api import FakeApiProcess, start_fake_api_process
 from tests.rabbit import BROKER_HOST, BROKER_PORT, create_vhost, delete_vhost
 from tests.service.harness import (
     API_PASSWORD,
     API_USER,
     Broker,
-    FakeApiProcess,
     InstallationExpectation,
     Tally,
     TaskActivity,
@@ -80,8 +79,7 @@ def fake_api(tmp_path: Path) -> Iterator[FakeApiProcess]:
     """``python tests/fake_api.py`` as its own process on 127.0.0.1, acting like tix-api (mode ``ok``)."""
     directory = tmp_path / "api"
     directory.mkdir()
-    process, control, log_path = start_fake_api_process(directory, admin_user=API_USER, admin_password=API_PASSWORD)
-    api = FakeApiProcess(process, control, log_path)
+    api = start_fake_api_process(directory, admin_user=API_USER, admin_password=API_PASSWORD)
     yield api
     api.stop()
 

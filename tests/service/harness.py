@@ -35,7 +35,6 @@ from processor.reports.files import read_report, report_candidates
 from processor.reports.installation import run_installation
 from processor.reports.tree import installation_dirs
 from processor.reports.windows import iter_windows
-from tests.fake_api import FakeApiControl
 from tests.rabbit import broker_url, declare_passive, processor_broker_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -310,34 +309,6 @@ def log_lines(workers: Iterable[WorkerProcess], phrase: str) -> list[str]:
 
 
 # -- fake tix-api --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeApiProcess:
-    """The stand-in tix-api running as its own process, with its control client."""
-
-    process: subprocess.Popen[bytes]
-    control: FakeApiControl
-    log_path: Path
-
-    @property
-    def port(self) -> int:
-        return self.control.port
-
-    def records(self) -> list[dict[str, Any]]:
-        return self.control.records()
-
-    def accepted(self) -> list[dict[str, Any]]:
-        return [record for record in self.records() if record["accepted"]]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 # -- trees ---------------------------------------------------------------------------------------------------------
