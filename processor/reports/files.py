@@ -191,14 +191,17 @@ def parse_report(data: bytes, path: Path, mtime_s: float) -> Report:
     )
 
 
-def read_report(path: Path) -> Report:
+def read_report(path: Path, info: os.stat_result | None = None) -> Report:
     """
     Read and validate one report or client-log file, never following a symbolic link.
+
+    ``info`` is the caller's ``os.lstat(path)`` when it has just taken one (it is not taken again).
 
     Raises :class:`UnusableReport` with the reason code of reports spec §5.1 (its ``mtime_s`` tells the caller
     whether the file is young), ``FileNotFoundError`` when the file vanished, and ``OSError`` on an I/O error.
     """
-    info = os.lstat(path)
+    if info is None:
+        info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
         raise UnusableReport(path, "symlink", mtime_s=info.st_mtime)
     if not stat.S_ISREG(info.st_mode):
@@ -207,19 +210,34 @@ def read_report(path: Path) -> Report:
         raise UnusableReport(path, "too_large", f"{info.st_size} bytes", info.st_mtime)
     if info.st_size == 0:
         raise UnusableReport(path, "empty", mtime_s=info.st_mtime)
-    # O_NOFOLLOW: the entry may have been swapped for a link since lstat.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as handle:
+    # O_NOFOLLOW: the entry may have been swapped for a link since lstat. Plain os.read: a buffered file object
+    # costs three more system calls per report (fstat, ioctl, lseek), a tenth of a window's reading.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
         # Ask for the size lstat saw plus one byte (a file that grew shows as longer): a read of 1 MiB + 1
         # would allocate that much for every 4.5 KB report.
-        data = handle.read(min(info.st_size, MAX_REPORT_BYTES) + 1)
+        data = _read_up_to(fd, min(info.st_size, MAX_REPORT_BYTES) + 1)
         if len(data) > info.st_size:
-            data += handle.read(MAX_REPORT_BYTES + 1 - len(data))
+            data += _read_up_to(fd, MAX_REPORT_BYTES + 1 - len(data))
+    finally:
+        os.close(fd)
     if len(data) > MAX_REPORT_BYTES:
         raise UnusableReport(path, "too_large", "grew while read", info.st_mtime)
     if not data:
         raise UnusableReport(path, "empty", mtime_s=info.st_mtime)
     return parse_report(data, path, info.st_mtime)
+
+
+def _read_up_to(fd: int, size: int) -> bytes:
+    """Read until ``size`` bytes or the end of the file, whichever comes first (``os.read`` may return less)."""
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def is_young(error: UnusableReport, now_s: float) -> bool:

@@ -561,9 +561,8 @@ class _Run:
         cached = self.reports.get(name)
         if cached is not None and cached[0] == key and stat.S_ISREG(info.st_mode):
             return cached[1]
-        report = read_report(path)
-        if report.mtime_s == info.st_mtime:  # read_report saw the same file as the lstat above
-            self.reports[name] = (key, report)
+        report = read_report(path, info)
+        self.reports[name] = (key, report)
         return report
 
     def _select(self) -> Window | None:

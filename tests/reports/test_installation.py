@@ -499,10 +499,10 @@ class TestCrashSafety:
         tree.add(1, 28)
         real_read = installation_module.read_report
 
-        def failing_read(path):
+        def failing_read(path, info=None):
             if path.name == name(12):
                 raise OSError(5, "Input/output error", str(path))
-            return real_read(path)
+            return real_read(path, info)
 
         monkeypatch.setattr(installation_module, "read_report", failing_read)
         summary = run(tree, api)
