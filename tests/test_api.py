@@ -17,6 +17,7 @@ from processor.api import (
     ApiClient,
     api_base_url,
     build_payload,
+    ca_bundle,
     check_results,
     encode_json,
     warn_if_missing_credentials,
@@ -283,8 +284,8 @@ class TestSuccess:
         first, second = fake_api.records()
         assert first["client_port"] == second["client_port"]
 
-    def test_a_forked_process_opens_its_own_session(self, fake_api, sleep):
-        """§5.3: the session is never inherited through fork."""
+    def test_a_forked_process_opens_its_own_connection(self, fake_api, sleep):
+        """§5.3: the connection pool is never inherited through fork."""
         client = client_for(fake_api, sleep)
         client.post("23", "41", payload())
         context = multiprocessing.get_context("fork")
@@ -297,6 +298,18 @@ class TestSuccess:
         assert process.exitcode == 0
         assert [r["installation_id"] for r in records] == ["41", "42"]
         assert records[0]["client_port"] != records[1]["client_port"]
+
+    def test_proxy_variables_are_not_used(self, fake_api, sleep, monkeypatch):
+        """tix-api is reached directly: a proxy named in the environment (nothing listens there) is ignored."""
+        for variable in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(variable, "http://127.0.0.1:9")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+
+        result = client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert result.status == 200
+        assert len(fake_api.records()) == 1
 
     def test_fence_is_called_before_the_request(self, fake_api, sleep):
         calls = []
@@ -551,27 +564,64 @@ class TestTls:
         with api:
             yield api, str(cert)
 
-    def client(self, api: FakeApi) -> ApiClient:
-        return ApiClient(f"https://127.0.0.1:{api.port}", user=USER, password=PASSWORD, timeout_s=5.0, max_attempts=1)
-
-    def test_an_unknown_ca_is_refused(self, https_api, monkeypatch):
-        api, _ = https_api
+    @pytest.fixture(autouse=True)
+    def no_ca_variables(self, monkeypatch) -> None:
         monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
         monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
 
-        with pytest.raises(ApiUnavailable):
+    def client(self, api: FakeApi) -> ApiClient:
+        return ApiClient(f"https://127.0.0.1:{api.port}", user=USER, password=PASSWORD, timeout_s=5.0, max_attempts=1)
+
+    def test_an_unknown_ca_is_refused(self, https_api):
+        api, _ = https_api
+
+        with pytest.raises(ApiUnavailable) as caught:
             self.client(api).post("23", "41", payload())
 
+        assert ("connect_failed", False) == (caught.value.reason, caught.value.ambiguous)
         assert [] == api.records()
+
+    def test_without_variables_the_bundle_of_certifi_is_used(self):
+        """The default of ``requests``, which the client used before urllib3."""
+        import certifi
+
+        assert certifi.where() == ca_bundle()
 
     @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
     def test_a_private_ca_bundle_from_the_environment_is_trusted(self, https_api, monkeypatch, variable):
         api, ca_file = https_api
-        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
         monkeypatch.setenv(variable, ca_file)
 
         result = self.client(api).post("23", "41", payload())
 
         assert result.status in (200, 201, 204)
         assert 1 == len(api.records())
+
+    def test_a_directory_of_certificates_from_the_environment_is_trusted(self, https_api, monkeypatch, tmp_path):
+        """A directory is read as OpenSSL's CA path: certificates named ``<subject hash>.0``."""
+        import shutil
+        import subprocess
+
+        api, ca_file = https_api
+        subject_hash = subprocess.run(
+            ["openssl", "x509", "-hash", "-noout", "-in", ca_file], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        ca_dir = tmp_path / "certs"
+        ca_dir.mkdir()
+        shutil.copy(ca_file, ca_dir / f"{subject_hash}.0")
+        monkeypatch.setenv("CURL_CA_BUNDLE", str(ca_dir))
+
+        result = self.client(api).post("23", "41", payload())
+
+        assert result.status in (200, 201, 204)
+        assert 1 == len(api.records())
+
+    def test_a_missing_ca_bundle_is_an_error_before_any_request(self, https_api, monkeypatch, tmp_path):
+        """As with ``requests``: an OSError naming the path, not a connection failure retried three times."""
+        api, _ = https_api
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+
+        with pytest.raises(OSError, match=r"missing\.pem"):
+            self.client(api).post("23", "41", payload())
+
+        assert [] == api.records()
