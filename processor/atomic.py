@@ -6,6 +6,8 @@ import contextlib
 import os
 import re
 import secrets
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 #: Name prefix of every temporary file the processor creates (windows.md §9.1); recovery removes old ones.
@@ -44,7 +46,71 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, purpose: str, mode: int = 0o640, exclusive: bool = False) -> None:
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+_executor_lock = threading.Lock()
+
+
+def _sync_executor() -> ThreadPoolExecutor:
+    """The one fsync thread of this process (a child made by fork starts its own: threads are not inherited)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor[0] != os.getpid():
+            _executor = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsync"))
+        return _executor[1]
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DeferredSyncs:
+    """
+    fsyncs that run in a background thread while the caller goes on, and that the caller waits for before its
+    next side effect.
+
+    The caller computes (reads reports, analyses a window) while the disk flushes, instead of after it; the order
+    of everything another process or a crash can observe is unchanged, because :meth:`wait` comes before the next
+    effect (an installation run calls it from its fence). A process crash in between loses nothing either: what was
+    written and renamed is in the kernel already; only a machine crash before :meth:`wait` may lose it, as it may
+    lose it before a synchronous fsync returned.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[Future[None]] = []
+
+    def fsync(self, fd: int) -> None:
+        """fsync ``fd`` in the background, then close it; the caller must not use ``fd`` any more."""
+        try:
+            self._pending.append(_sync_executor().submit(_fsync_and_close, fd))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def fsync_directory(self, directory: Path) -> None:
+        """Flush ``directory``'s entries in the background (see :func:`fsync_directory`)."""
+        self.fsync(os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+
+    def wait(self) -> None:
+        """Wait for every fsync started so far; raise the first one's ``OSError`` (after waiting for all)."""
+        pending, self._pending = self._pending, []
+        errors = [future.exception() for future in pending]
+        for error in errors:
+            if error is not None:
+                raise error
+
+
+def atomic_write_bytes(
+    path: Path,
+    data: bytes,
+    *,
+    purpose: str,
+    mode: int = 0o640,
+    exclusive: bool = False,
+    deferred: DeferredSyncs | None = None,
+) -> None:
     """
     Write ``data`` to ``path`` so that a reader sees either the old content or the new one, never a mixture.
 
@@ -65,6 +131,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, purpose: str, mode: int = 0o6
     exclusive : bool
         If true, never replace an existing ``path``: the temporary file is hard-linked to ``path`` instead of
         renamed, and :class:`FileExistsError` is raised when the name is taken (the temporary file is removed).
+    deferred : DeferredSyncs, optional
+        Start the final fsync of the directory there instead of waiting for it; the file itself is fsynced
+        before the rename in any case.
 
     Raises
     ------
@@ -95,4 +164,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, purpose: str, mode: int = 0o6
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_directory(directory)
+    if deferred is not None:
+        deferred.fsync_directory(directory)
+    else:
+        fsync_directory(directory)

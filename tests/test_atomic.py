@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from processor.atomic import TEMP_PREFIX, atomic_write_bytes, temp_name
+from processor.atomic import TEMP_PREFIX, DeferredSyncs, atomic_write_bytes, temp_name
 
 
 def _mode(path: Path) -> int:
@@ -92,3 +95,63 @@ class TestTempName:
     def test_rejects_a_purpose_that_is_not_a_plain_word(self, purpose):
         with pytest.raises(ValueError, match="purpose"):
             temp_name(purpose)
+
+
+class _SlowFsync:
+    """Replaces ``os.fsync``: takes ``delay_s``, and records which descriptors were synced, by which thread."""
+
+    def __init__(self, delay_s: float = 0.05) -> None:
+        self.delay_s = delay_s
+        self.real = os.fsync
+        self.done: list[tuple[str, str]] = []  # (path of the descriptor, thread name)
+        self.in_flight = 0
+
+    def __call__(self, fd: int) -> None:
+        self.in_flight += 1
+        try:
+            time.sleep(self.delay_s)
+            self.real(fd)
+            self.done.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name))
+        finally:
+            self.in_flight -= 1
+
+
+class TestDeferredSyncs:
+    def test_wait_returns_once_the_background_fsync_has_ended(self, tmp_path, monkeypatch):
+        slow = _SlowFsync()
+        monkeypatch.setattr(os, "fsync", slow)
+        deferred = DeferredSyncs()
+
+        deferred.fsync_directory(tmp_path)
+        deferred.wait()
+
+        assert [(str(tmp_path), "fsync_0")] == slow.done
+        assert 0 == slow.in_flight
+
+    def test_an_fsync_error_is_raised_by_wait_and_the_descriptor_is_closed(self):
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        deferred = DeferredSyncs()
+
+        deferred.fsync(read_end)  # a pipe cannot be synced: EINVAL
+        with pytest.raises(OSError) as raised:
+            deferred.wait()
+
+        assert errno.EINVAL == raised.value.errno
+        with pytest.raises(OSError):
+            os.fstat(read_end)
+        deferred.wait()  # reported once
+
+    def test_atomic_write_renames_at_once_and_leaves_the_directory_fsync_to_wait(self, tmp_path, monkeypatch):
+        target = tmp_path / "state.json"
+        slow = _SlowFsync(delay_s=0.2)
+        monkeypatch.setattr(os, "fsync", slow)
+        deferred = DeferredSyncs()
+
+        atomic_write_bytes(target, b"new", purpose="state", deferred=deferred)
+
+        assert b"new" == target.read_bytes()
+        assert [(str(tmp_path), "fsync_0")] != slow.done[-1:]  # the directory is still being synced
+        deferred.wait()
+        assert (str(tmp_path), "fsync_0") == slow.done[-1]
+        assert "MainThread" == slow.done[0][1]  # the file itself is synced before the rename, in the caller

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from processor.api import build_payload
-from processor.atomic import TEMP_PREFIX
+from processor.atomic import TEMP_PREFIX, DeferredSyncs
 from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost, NotAnalysable
 from processor.failed_results import (
     FAILED_RESULTS_DIR,
@@ -235,7 +236,7 @@ def run_installation(
     )
     if dry_run:
         return run.execute(interrupts)
-    lock = LeaseLock(directory, lease_s=lease_s, clock=clock)
+    lock = LeaseLock(directory, lease_s=lease_s, clock=clock, deferred=run.deferred)
     try:
         lock.acquire()
     except InstallationBusy as busy:
@@ -245,9 +246,11 @@ def run_installation(
         logger.error("installation lock failed user=%s installation=%s error=%s", user_id, installation_id, exc)
         return RunSummary(user_id, installation_id, "io_error", detail=str(exc))
     try:
-        run.fence = lock.fence
+        run.lock_fence = lock.fence
         return run.execute(interrupts)
     finally:
+        with contextlib.suppress(OSError):  # a run without any side effect never waited for the lock's fsync
+            run.deferred.wait()
         lock.release()
 
 
@@ -281,7 +284,8 @@ class _Run:
         self.started = monotonic()
         self.budget_s = budget_s
         self.usage_estimator: UsageEstimator = usage_estimator
-        self.fence: Callable[[], None] = _no_fence
+        self.lock_fence: Callable[[], None] = _no_fence
+        self.deferred = DeferredSyncs()  # fsyncs still running; the fence waits for them
         self.state = State()
         self.written = State()
         self.hidden: set[str] = set()  # dry run: names a real run would have removed
@@ -389,12 +393,26 @@ class _Run:
         )
         return _Stop("io_error", f"{what}: {exc}")
 
-    def _write_state(self, state: State) -> None:
-        """Write ``state`` and make it the run's state; on failure the run's state stays as it was."""
+    def fence(self) -> None:
+        """
+        Call immediately before every side effect: the fsyncs started earlier have ended (:class:`DeferredSyncs`)
+        and the lock is still ours (windows spec §8).
+        """
+        try:
+            self.deferred.wait()
+        except OSError as exc:
+            raise self._io_error("syncing to disk", exc) from None
+        self.lock_fence()
+
+    def _write_state(self, state: State, *, defer_sync: bool = False) -> None:
+        """
+        Write ``state`` and make it the run's state; on failure the run's state stays as it was. With
+        ``defer_sync`` the directory's fsync runs while the run goes on, until the next fence.
+        """
         if not self.dry_run:
             self.fence()
             try:
-                write_state(self.directory, state)
+                write_state(self.directory, state, deferred=self.deferred if defer_sync else None)
             except OSError as exc:
                 logger.error(
                     "state write failed user=%s installation=%s error=%s", self.user_id, self.installation_id, exc
@@ -412,7 +430,7 @@ class _Run:
         try:
             self.fence()
             write_state(self.directory, self.state)
-        except (OSError, LockLost):
+        except (OSError, LockLost, _Stop):
             return
         self.written = self.state
 
@@ -632,7 +650,9 @@ class _Run:
         else:
             if not self.dry_run:
                 previous = self.state.attempt
-                self._write_state(self.state.started(window_id))
+                # The analysis runs during the directory's fsync; the fence before the POST, the failed-results
+                # write or the recording waits for it, so nothing leaves this process before it is durable.
+                self._write_state(self.state.started(window_id), defer_sync=True)
                 self.pending_restore = (previous,)
             observations = window.observations()
             observation_count = int(observations.size)

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from processor.atomic import atomic_write_bytes
+from processor.atomic import DeferredSyncs, atomic_write_bytes
 from processor.errors import InstallationBusy, LockLost
 
 logger = logging.getLogger(__name__)
@@ -210,6 +210,9 @@ class LeaseLock:
         Renew the lock in the background (default True), by the one renewal thread of the process.
     clock : callable
         Wall clock, Unix seconds (lock times are compared across machines, so never a monotonic clock).
+    deferred : DeferredSyncs, optional
+        Start the new lock file's fsync there instead of waiting for it in :meth:`acquire`; the caller waits for
+        it before its first side effect.
     """
 
     def __init__(
@@ -220,6 +223,7 @@ class LeaseLock:
         host: str | None = None,
         renew: bool = True,
         clock: Callable[[], float] = time.time,
+        deferred: DeferredSyncs | None = None,
     ) -> None:
         if not lease_s > 0:
             raise ValueError(f"`lease_s` must be positive, got {lease_s!r}")
@@ -231,6 +235,7 @@ class LeaseLock:
         self.expires_at = 0.0
         self._renew = renew
         self._clock = clock
+        self._deferred = deferred
         self._held = False
         self._lost: str | None = None
         # The bytes this lock wrote last and their expires_at, as one pair: a fence finding them needs no parsing.
@@ -283,13 +288,17 @@ class LeaseLock:
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if self._deferred is None:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             raise
-        os.close(fd)
+        if self._deferred is not None:
+            self._deferred.fsync(fd)  # closes fd
+        else:
+            os.close(fd)
         # No fsync of the directory (windows spec §8 asks for the file's only): after a machine crash no holder is
         # alive, and a lost lock file is as good as a stale one.
         self._written = (content, self.expires_at)

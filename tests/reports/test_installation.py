@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from processor.reports.records import observations
 from processor.reports.state import STATE_NAME, State, read_state, write_state
 from processor.reports.windows import window_id
 from tests.fake_api import FakeApi
+from tests.test_atomic import _SlowFsync
 
 T1 = 1_700_000_000
 IP = "203.0.113.45"
@@ -369,6 +372,47 @@ class TestApiFailures:
 
 
 class TestCrashSafety:
+    def test_nothing_leaves_the_run_before_its_fsyncs_have_ended(self, tree, api, monkeypatch):
+        # The lock file's fsync and the directory fsync of the started-state write run in the background while
+        # the run reads and analyses; the fence before the POST must wait for them (DeferredSyncs).
+        tree.add(1, 19)
+        slow = _SlowFsync(delay_s=0.05)
+        monkeypatch.setattr(os, "fsync", slow)
+        in_flight_at_post: list[int] = []
+        real_post = ApiClient.post
+
+        def post(client, *args, **kwargs):
+            answer = real_post(client, *args, **kwargs)  # the fence is called inside, before the request
+            in_flight_at_post.append(slow.in_flight)
+            return answer
+
+        monkeypatch.setattr(ApiClient, "post", post)
+        summary = run(tree, api)
+
+        assert ["posted"] == [window.outcome for window in summary.windows]
+        assert [0] == in_flight_at_post
+        assert 1 == len(api.records())
+        deferred = [path for path, thread in slow.done if thread.startswith("fsync")]
+        assert [str(tree.directory / LOCK_NAME), str(tree.directory)] == deferred[:2]
+        assert 5 == len(slow.done)  # lock file; state file and directory, twice
+
+    def test_a_failing_background_fsync_stops_the_run_before_any_effect(self, tree, api, monkeypatch):
+        tree.add(1, 19)
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            if threading.current_thread().name.startswith("fsync"):
+                raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        summary = run(tree, api)
+
+        assert "io_error" == summary.outcome
+        assert [] == api.records()
+        assert names(1, 19) == tree.reports()
+        assert not (tree.directory / LOCK_NAME).exists()
+
     def test_a_crash_between_recording_and_disposal_is_finished_by_the_next_run(self, tree, api, monkeypatch):
         """Step 5 written, step 6 not done: the next run removes the older half and never posts the window again."""
         tree.add(1, 28)
@@ -401,11 +445,11 @@ class TestCrashSafety:
         class Killed(BaseException):
             pass
 
-        def write_then_die(directory, state):
+        def write_then_die(directory, state, **options):
             writes.append(state)
             if len(writes) == 2:  # the first write is the attempt, the second would record the window
                 raise Killed
-            real_write(directory, state)
+            real_write(directory, state, **options)
 
         with monkeypatch.context() as patch:
             patch.setattr(installation_module, "write_state", write_then_die)
