@@ -3,7 +3,8 @@ How the service uses Celery and RabbitMQ beyond their defaults, measured by ``be
 
 * :class:`FanOutPublisher`: the fan-out publishes 100 000 installation messages in about 25 s instead of about
   270 s, with publisher confirms waited for in batches.
-* :class:`EventsWithoutConfirmsConsumer`: monitoring events do not wait for publisher confirms.
+* :class:`EventsWithoutConfirmsConsumer`: monitoring events do not wait for publisher confirms, and the task
+  events go out in batches, at most every :data:`EVENT_FLUSH_INTERVAL_S`, instead of 1-3 publishes per task.
 * :class:`PromptRecyclingTaskPool`: a recycled pool child is replaced at once, not after a 5-second timer.
 
 :mod:`processor.tasks` names these in its settings; nothing here reads the configuration.
@@ -18,32 +19,103 @@ from typing import Any
 
 from amqp import Message
 from amqp.exceptions import MessageNacked
+from celery import bootsteps
 from celery.concurrency.asynpool import AsynPool
 from celery.concurrency.prefork import TaskPool
+from celery.utils.log import get_logger
 from celery.utils.saferepr import saferepr
 from celery.worker.consumer import Consumer
 from kombu.utils.uuid import uuid
 
 from processor.reports.tree import InstallationDir
 
+logger = get_logger(__name__)
+
+#: Longest time a task event waits in the worker before it is published, seconds. Celery publishes the buffered
+#: task events (``task-received``, ``task-started``, ``task-succeeded``) at the end of every turn of its event loop:
+#: 1-3 publishes per task, a third of the worker main process's CPU in ``bench/e2e.py``. Published at most this
+#: often, one ``task.multi`` message carries the events of tens of tasks; a monitor such as Flower shows a task's
+#: state up to this much later, with the event's own timestamp.
+EVENT_FLUSH_INTERVAL_S = 0.25
+
+#: Task events the worker buffers at most; the one that reaches this many publishes them all at once. Bounds the
+#: buffer and one ``task.multi`` message (about 0.4 KiB per event) when more than 800 events/s (about 270 tasks/s)
+#: would fill it before the interval ends. Celery's default, 24, would cut the batches to 8 tasks.
+EVENT_BUFFER_LIMIT = 200
+
 
 class EventsWithoutConfirmsConsumer(Consumer):  # type: ignore[misc]
     """
-    The worker's consumer, whose monitoring events are published without waiting for RabbitMQ's confirms.
+    The worker's consumer, whose monitoring events are published in batches without waiting for confirms.
 
-    Celery opens the connection of the event dispatcher (``task-received``, ``task-started``, ``task-succeeded``,
-    heartbeats; ``worker_send_task_events``) through this method alone. With ``confirm_publish`` from
-    ``broker_transport_options`` every flush of events blocked the worker's event loop for a round trip to
-    RabbitMQ, two or three times per task, while the pool children waited for their next message. Publisher
-    confirms are kept for what must not be lost silently: the beat's and the fan-out's task messages (service spec
-    §4). An event lost with a broken connection only leaves a gap in a monitor such as Flower.
+    * **No confirms.** Celery opens the connection of the event dispatcher (``task-received``, ``task-started``,
+      ``task-succeeded``, heartbeats; ``worker_send_task_events``) through :meth:`connection_for_write` alone. With
+      ``confirm_publish`` from ``broker_transport_options`` every flush of events blocked the worker's event loop
+      for a round trip to RabbitMQ while the pool children waited for their next message. Publisher confirms are
+      kept for what must not be lost silently: the beat's and the fan-out's task messages (service spec §4). An
+      event lost with a broken connection only leaves a gap in a monitor such as Flower.
+    * **Batches.** A buffered task event schedules one flush :data:`EVENT_FLUSH_INTERVAL_S` later on the event
+      loop's timer (Celery's own consumer flushes on the next turn of the loop); :data:`EVENT_BUFFER_LIMIT` events
+      flush at once. What is still buffered is published when the consumer stops, shuts down or reconnects
+      (:class:`_FlushTaskEvents`). Worker events (online, heartbeat, offline) are not buffered and go out at once.
     """
+
+    class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
+        default_steps = (*Consumer.Blueprint.default_steps, "processor.celery_ext:_FlushTaskEvents")
+
+    #: The timer entry of the scheduled flush, None when none is scheduled.
+    _flush_entry: Any = None
 
     def connection_for_write(self, url: str | None = None, heartbeat: float | None = None) -> Any:
         connection = self.app.connection_for_write(
             url=url, heartbeat=heartbeat, transport_options={"confirm_publish": False}
         )
         return self.ensure_connected(connection)
+
+    def on_send_event_buffered(self) -> None:
+        """Called by the dispatcher for every buffered task event: schedules a flush unless one is scheduled."""
+        entry = self._flush_entry
+        # A reconnection cancels the timer entries of the failed connection, this one with them.
+        if self.hub and (entry is None or entry.canceled):
+            self._flush_entry = self.hub.call_later(EVENT_FLUSH_INTERVAL_S, self._flush_events)
+
+    def _flush_events(self) -> None:
+        self._flush_entry = None
+        super()._flush_events()
+
+
+class _FlushTaskEvents(bootsteps.StartStopStep):  # type: ignore[misc]
+    """
+    Sets the task-event buffer's limit, and publishes the buffered task events before the dispatcher goes away.
+
+    Celery's ``Events`` step closes the dispatcher (shutdown, reconnection) without publishing its buffered task
+    events; with :data:`EVENT_FLUSH_INTERVAL_S` up to that much of them would be lost. This step starts after
+    ``Events`` and ``Heart``, so it stops before them: the last task events go out before ``worker-offline``. The
+    consumer's shutdown comes after the pool's, so the events of tasks that finished during a warm shutdown go out
+    too. A publish that fails keeps the events in the dispatcher's offline buffer, which ``Events`` carries over to
+    the next connection.
+    """
+
+    requires = ("celery.worker.consumer.heart:Heart",)
+
+    def start(self, c: Any) -> None:
+        if c.event_dispatcher is not None:
+            c.event_dispatcher.buffer_limit = EVENT_BUFFER_LIMIT
+
+    def stop(self, c: Any) -> None:
+        self._flush(c)
+
+    def shutdown(self, c: Any) -> None:
+        self._flush(c)
+
+    def terminate(self, c: Any) -> None:
+        self._flush(c)
+
+    def _flush(self, c: Any) -> None:
+        try:
+            c._flush_events()
+        except Exception as exc:  # the shutdown of the later steps (Celery propagates) must not depend on events
+            logger.warning("task events not published at stop error=%r", exc)
 
 
 #: Pause between two looks for a recycled child that closed its pipe but cannot be reaped yet, seconds.
