@@ -45,6 +45,23 @@ def encode_records(observations: Observations) -> bytes:
     return np.asarray(observations).astype(WIRE_DTYPE).tobytes()
 
 
+#: The fields in the order of the chronological sort of :func:`window_observations`.
+_SORT_KEYS = ("ts", "t1", "t2", "t3", "t4", "type", "size")
+
+
+def _strictly_increasing(records: Observations) -> bool:
+    """True when every record sorts strictly after the one before it by :data:`_SORT_KEYS`."""
+    later = np.zeros(records.size - 1 if records.size else 0, dtype=bool)
+    tied = ~later
+    for field in _SORT_KEYS:
+        column = records[field]
+        later |= tied & (column[1:] > column[:-1])
+        tied &= column[1:] == column[:-1]
+        if not tied.any():
+            break
+    return bool(later.all())
+
+
 def window_observations(parts: Sequence[Observations]) -> Observations:
     """
     Merge the records of a window's reports into the window's observations.
@@ -55,10 +72,11 @@ def window_observations(parts: Sequence[Observations]) -> Observations:
     """
     if not parts:
         return np.empty(0, dtype=OBSERVATION_DTYPE)
-    merged = np.concatenate(parts).astype(OBSERVATION_DTYPE)
-    order = np.lexsort(
-        (merged["size"], merged["type"], merged["t4"], merged["t3"], merged["t2"], merged["t1"], merged["ts"])
-    )
+    merged = np.concatenate(parts, dtype=OBSERVATION_DTYPE, casting="equiv")  # byte order only
+    if _strictly_increasing(merged):
+        # The usual window: reports in time order without overlap, so the sort and the merge change nothing.
+        return merged
+    order = np.lexsort([merged[field] for field in reversed(_SORT_KEYS)])
     merged = merged[order]
     if merged.size > 1:
         differs = np.ones(merged.size, dtype=bool)

@@ -64,3 +64,29 @@ def test_records_equal_but_for_one_timestamp_are_kept_apart():
     merged = window_observations([base, base])
 
     assert len(set(base["t1"].tolist())) == merged.size
+
+
+def _reference_merge(parts):
+    """D1 the slow and obvious way: the set of record tuples, sorted by (ts, t1, t2, t3, t4, type, size)."""
+    records = {tuple(int(v) for v in record.tolist()) for part in parts for record in part.astype(OBSERVATION_DTYPE)}
+    return sorted(records, key=lambda r: (r[0], r[3], r[4], r[5], r[6], r[1], r[2]))
+
+
+def test_ordered_reports_without_overlap_come_out_unchanged_and_others_are_sorted():
+    rng = np.random.default_rng(11)
+    ts = 1_700_000_000 + np.arange(300)
+    t1 = rng.integers(0, 10**12, 300)
+    ordered = observations(ts, t1, t1 + 1, t1 + 2, t1 + 3)
+    parts_in_order = [ordered[:100].astype(WIRE_DTYPE), ordered[100:]]
+    same_second = observations(np.full(4, 7), [4, 3, 3, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0])
+    cases = {
+        "in order": parts_in_order,
+        "overlapping": [ordered[:150], ordered[100:]],
+        "reversed files": [ordered[150:], ordered[:150]],
+        "ties in ts": [same_second],
+        "one record": [ordered[:1]],
+    }
+    for case, parts in cases.items():
+        merged = window_observations(parts)
+        assert _reference_merge(parts) == [tuple(int(v) for v in r.tolist()) for r in merged], case
+    assert ordered.tobytes() == window_observations(parts_in_order).tobytes()
