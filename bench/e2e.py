@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -82,7 +83,20 @@ class _Profiler:
 
 def start_profiler(pid: int, output: Path) -> _Profiler:
     """``py-spy record`` of the worker and its children (``--subprocesses``), raw collapsed stacks."""
-    command = ["py-spy", "record", "--subprocesses", "-r", "250", "-f", "raw", "-o", str(output), "-p", str(pid)]
+    command = [
+        "py-spy",
+        "record",
+        "--subprocesses",
+        "--nonblocking",
+        "-r",
+        "250",
+        "-f",
+        "raw",
+        "-o",
+        str(output),
+        "-p",
+        str(pid),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     return _Profiler(process)
@@ -113,14 +127,98 @@ def wait_until_drained(
     return False
 
 
+#: Minutes between two fan-outs (``TIX_PROCESSING_PERIOD``'s default): the reports one period brings.
+PERIOD_MIN = 10
+
+
+def hold_back(reports: Path, held: Path, *, minutes: float, cycles: int) -> list[list[tuple[Path, Path]]]:
+    """
+    Move the reports of cycles 2 … ``cycles`` out of the tree into ``held``; return, per later cycle, the moves that
+    bring them back (held path, tree path).
+
+    Cycle k (1-based) sees the files whose first record is less than ``minutes − (cycles − k) × PERIOD_MIN``
+    minutes after the installation's first record: every later cycle adds one period of reports, as the condenser
+    does between two fan-outs.
+    """
+    arrivals: list[list[tuple[Path, Path]]] = [[] for _ in range(cycles - 1)]
+    for directory in sorted(p for p in reports.glob("*/*") if p.is_dir()):
+        names = sorted(p.name for p in directory.glob("tix-report-*.json"))
+        if not names:
+            continue
+        first_s = int(names[0][len("tix-report-") : -len(".json")])
+        for name in names:
+            offset_min = (int(name[len("tix-report-") : -len(".json")]) - first_s) / 60
+            cycle = min(cycles, max(1, cycles + 1 - math.ceil((minutes - offset_min) / PERIOD_MIN)))  # 1-based
+            if cycle > 1:
+                target = held / directory.relative_to(reports) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(directory / name, target)
+                arrivals[cycle - 2].append((target, directory / name))
+    return arrivals
+
+
+def run_cycle(
+    number: int,
+    vhost: Vhost,
+    api: Api,
+    env: dict[str, str],
+    reports: Path,
+    worker: Worker,
+    worker_log: Path,
+    *,
+    installations: int,
+    log_level: str,
+    timeout_s: float,
+    posted_before: int,
+) -> dict[str, Any]:
+    """One processing period: a dry run for the expected windows, one fan-out, the wait until it is processed."""
+    began = time.perf_counter()
+    expected = expected_windows(env)
+    log(f"cycle {number}: {len(expected)} windows expected (dry run {time.perf_counter() - began:.1f} s)")
+    meter = CpuMeter({"worker": worker.pid, "api": api.process.pid, "broker": broker_pid(), "bench": os.getpid()})
+    meter.start()
+    published_at = time.time()
+    send_fanout(vhost, reports)
+    task_lines = number * installations if log_level.upper() in ("INFO", "DEBUG") else None
+    finished = wait_until_drained(vhost, api, posted_before + len(expected), task_lines, worker_log, timeout_s)
+    cpu = meter.stop()
+    accepted = [r for r in api.logged_records() if r["accepted"] and r["time"] >= published_at]
+    identities = Counter((r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in accepted)
+    times = sorted(record["time"] for record in accepted)
+    span_s = times[-1] - times[0] if len(times) > 1 else 0.0
+    posted = set(identities)
+    return {
+        "cycle": number,
+        "finished": finished,
+        "windows_expected": len(expected),
+        "posted": len(posted),
+        "duplicated": sum(count - 1 for count in identities.values()),
+        "lost": len(set(expected) - posted),
+        "unexpected": len(posted - set(expected)),
+        "post_span_s": round(span_s, 2),
+        "windows_per_s": round((len(times) - 1) / span_s, 1) if span_s > 0 else None,
+        "overall_s": round((times[-1] if times else time.time()) - published_at, 2),
+        "overall_windows_per_s": round(len(times) / (times[-1] - published_at), 1) if times else None,
+        "cpu_s": cpu,
+        "cpu_ms_per_window": {key: round(1000 * value / max(1, len(times)), 2) for key, value in cpu.items()},
+        "accepted_posts": len(accepted),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--installations", type=int, default=400)
-    parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--minutes", type=float, default=30.0, help="minutes of reports per installation (30)")
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=2,
+        help=f"fan-outs; each after the first brings {PERIOD_MIN} more minutes of reports; the last is measured (2)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (celery worker -c)")
     parser.add_argument("--log-level", default="INFO", help="CELERY_LOG_LEVEL of the worker (INFO)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for the tasks, seconds")
+    parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for each cycle, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (tree, logs)")
     parser.add_argument(
         "--profile",
@@ -129,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         help="sample the worker and its children with py-spy (pip install py-spy) into FILE (raw stacks)",
     )
     args = parser.parse_args(argv)
+    if args.cycles < 1 or args.minutes <= (args.cycles - 1) * PERIOD_MIN:
+        parser.error(f"--minutes must exceed (cycles - 1) × {PERIOD_MIN}")
     exit_cleanly_on_sigterm()
 
     from processor.simulate import simulate_tree
@@ -137,19 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     reports = work / "reports"
     summary = simulate_tree(reports, installations=args.installations, minutes=args.minutes, seed=args.seed)
     log(f"simulated {summary.installations} installations, {summary.files} files in {summary.seconds:.1f} s")
+    arrivals = hold_back(reports, work / "held", minutes=args.minutes, cycles=args.cycles)
     result: dict[str, Any] = {
         "bench": "e2e",
         "installations": args.installations,
         "minutes": args.minutes,
+        "cycles": args.cycles,
         "concurrency": args.concurrency,
         "log_level": args.log_level,
         "files": summary.files,
     }
+    cycles: list[dict[str, Any]] = []
     with Vhost.for_bench("e2e") as vhost, cleanup_stack() as running:
-        env = processor_env(reports=reports, vhost=vhost, api_port=None, log_level=args.log_level)
-        began = time.perf_counter()
-        expected = expected_windows(env)
-        log(f"dry run: {len(expected)} windows expected ({time.perf_counter() - began:.1f} s)")
         api = start_api(work / "api")
         running.append(api)
         env = processor_env(reports=reports, vhost=vhost, api_port=api.port, log_level=args.log_level)
@@ -160,41 +259,42 @@ def main(argv: list[str] | None = None) -> int:
         running.append(sampler)
         if args.profile is not None:
             running.append(start_profiler(worker.pid, args.profile))
-        meter = CpuMeter(
-            {"worker": worker.pid, "api": api.process.pid, "broker": broker_pid(), "bench": os.getpid()}
-        ).start()
-        published_at = time.time()
-        send_fanout(vhost, reports)
-        task_lines = args.installations if args.log_level.upper() in ("INFO", "DEBUG") else None
-        finished = wait_until_drained(vhost, api, len(expected), task_lines, worker_log, args.timeout)
-        ended_at = time.time()
-        cpu = meter.stop()
+        posted_before = 0
+        for number in range(1, args.cycles + 1):
+            if number > 1:
+                for held, target in arrivals[number - 2]:
+                    os.rename(held, target)
+            cycle = run_cycle(
+                number,
+                vhost,
+                api,
+                env,
+                reports,
+                worker,
+                worker_log,
+                installations=args.installations,
+                log_level=args.log_level,
+                timeout_s=args.timeout,
+                posted_before=posted_before,
+            )
+            posted_before += cycle.pop("accepted_posts")
+            log(f"cycle {number}: {cycle['windows_per_s']} windows/s")
+            cycles.append(cycle)
         sampler.stop()
         running.remove(sampler)
-        records = api.logged_records()
-    accepted = [record for record in records if record["accepted"]]
-    identities = Counter((r["user_id"], r["installation_id"], r["json"]["timestamp"]) for r in accepted)
-    times = sorted(record["time"] for record in accepted)
-    span_s = times[-1] - times[0] if len(times) > 1 else 0.0
-    posted = set(identities)
+    measured = cycles[-1]
+    result.update({key: value for key, value in measured.items() if key != "cycle"})
     result.update(
-        finished=finished,
-        windows_expected=len(expected),
-        posted=len(posted),
-        duplicated=sum(count - 1 for count in identities.values()),
-        lost=len(set(expected) - posted),
-        unexpected=len(posted - set(expected)),
-        post_span_s=round(span_s, 2),
-        windows_per_s=round((len(times) - 1) / span_s, 1) if span_s > 0 else None,
-        overall_s=round((times[-1] if times else ended_at) - published_at, 2),
-        overall_windows_per_s=round(len(times) / (times[-1] - published_at), 1) if times else None,
         worker_rss=sampler.summary(),
-        cpu_s=cpu,
-        cpu_ms_per_window={key: round(1000 * value / max(1, len(times)), 2) for key, value in cpu.items()},
+        first_cycle_windows_per_s=cycles[0]["windows_per_s"],
+        lost=sum(cycle["lost"] for cycle in cycles),
+        duplicated=sum(cycle["duplicated"] for cycle in cycles),
+        finished=all(cycle["finished"] for cycle in cycles),
         task_failures=count_lines(worker_log, "raised unexpected"),
         worker_errors=count_lines(worker_log, "ERROR"),
         target_windows_per_s=200,
         target_rss_mib=200,
+        per_cycle=cycles,
     )
     result["within_target"] = bool(
         result["windows_per_s"]
@@ -206,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(work, ignore_errors=True)
     emit(result)
-    return 0 if finished else 1
+    return 0 if result["finished"] else 1
 
 
 if __name__ == "__main__":
