@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.atomic import TEMP_PREFIX, DeferredSyncs, atomic_write_bytes, temp_name
+from processor.atomic import TEMP_PREFIX, DeferredEffects, atomic_write_bytes, temp_name
 
 
 def _mode(path: Path) -> int:
@@ -116,22 +116,22 @@ class _SlowFsync:
             self.in_flight -= 1
 
 
-class TestDeferredSyncs:
+class TestDeferredEffects:
     def test_wait_returns_once_the_background_fsync_has_ended(self, tmp_path, monkeypatch):
         slow = _SlowFsync()
         monkeypatch.setattr(os, "fsync", slow)
-        deferred = DeferredSyncs()
+        deferred = DeferredEffects()
 
         deferred.fsync_directory(tmp_path)
         deferred.wait()
 
-        assert [(str(tmp_path), "fsync_0")] == slow.done
+        assert [(str(tmp_path), "effects_0")] == slow.done
         assert 0 == slow.in_flight
 
     def test_an_fsync_error_is_raised_by_wait_and_the_descriptor_is_closed(self):
         read_end, write_end = os.pipe()
         os.close(write_end)
-        deferred = DeferredSyncs()
+        deferred = DeferredEffects()
 
         deferred.fsync(read_end)  # a pipe cannot be synced: EINVAL
         with pytest.raises(OSError) as raised:
@@ -142,16 +142,44 @@ class TestDeferredSyncs:
             os.fstat(read_end)
         deferred.wait()  # reported once
 
+    def test_a_job_after_a_failed_one_is_skipped(self):
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        ran, skipped = [], []
+        deferred = DeferredEffects()
+
+        deferred.fsync(read_end)  # fails: EINVAL
+        deferred.call(lambda: ran.append("job"), if_skipped=lambda: skipped.append("job"))
+        with pytest.raises(OSError):
+            deferred.wait()
+        deferred.call(lambda: ran.append("later"))
+        deferred.wait()
+
+        assert ["later"] == ran  # a job started after the wait runs again
+        assert ["job"] == skipped
+
+    def test_jobs_run_one_at_a_time_in_the_order_given(self, tmp_path, monkeypatch):
+        slow = _SlowFsync(delay_s=0.02)
+        monkeypatch.setattr(os, "fsync", slow)
+        order: list[str] = []
+        deferred = DeferredEffects()
+
+        deferred.fsync_directory(tmp_path)
+        deferred.call(lambda: order.append(f"job after {len(slow.done)} fsync"))
+        deferred.wait()
+
+        assert ["job after 1 fsync"] == order
+
     def test_atomic_write_renames_at_once_and_leaves_the_directory_fsync_to_wait(self, tmp_path, monkeypatch):
         target = tmp_path / "state.json"
         slow = _SlowFsync(delay_s=0.2)
         monkeypatch.setattr(os, "fsync", slow)
-        deferred = DeferredSyncs()
+        deferred = DeferredEffects()
 
         atomic_write_bytes(target, b"new", purpose="state", deferred=deferred)
 
         assert b"new" == target.read_bytes()
-        assert [(str(tmp_path), "fsync_0")] != slow.done[-1:]  # the directory is still being synced
+        assert [(str(tmp_path), "effects_0")] != slow.done[-1:]  # the directory is still being synced
         deferred.wait()
-        assert (str(tmp_path), "fsync_0") == slow.done[-1]
+        assert (str(tmp_path), "effects_0") == slow.done[-1]
         assert "MainThread" == slow.done[0][1]  # the file itself is synced before the rename, in the caller

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import stat
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from processor.api import build_payload
-from processor.atomic import TEMP_PREFIX, DeferredSyncs
+from processor.atomic import TEMP_PREFIX, DeferredEffects
 from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost, NotAnalysable
 from processor.failed_results import (
     FAILED_RESULTS_DIR,
@@ -249,8 +249,7 @@ def run_installation(
         run.lock_fence = lock.fence
         return run.execute(interrupts)
     finally:
-        with contextlib.suppress(OSError):  # a run without any side effect never waited for the lock's fsync
-            run.deferred.wait()
+        run.abandon_deferred()  # after an exception; a normal end has waited already
         lock.release()
 
 
@@ -285,7 +284,7 @@ class _Run:
         self.budget_s = budget_s
         self.usage_estimator: UsageEstimator = usage_estimator
         self.lock_fence: Callable[[], None] = _no_fence
-        self.deferred = DeferredSyncs()  # fsyncs still running; the fence waits for them
+        self.deferred = DeferredEffects()  # fsyncs still running; the fence waits for them
         self.state = State()
         self.written = State()
         self.hidden: set[str] = set()  # dry run: names a real run would have removed
@@ -367,6 +366,7 @@ class _Run:
             self._process(window)
         if self.state != self.written:  # counters of discards, moves and re-sends since the last write
             self._write_state(self.state)
+        self._wait_deferred()  # the last disposal and fsyncs end before the lock is released
 
     def _budget_used(self) -> bool:
         if self.monotonic() - self.started >= self.budget_s:
@@ -395,14 +395,27 @@ class _Run:
 
     def fence(self) -> None:
         """
-        Call immediately before every side effect: the fsyncs started earlier have ended (:class:`DeferredSyncs`)
-        and the lock is still ours (windows spec §8).
+        Call immediately before every side effect: the effects started in the background have ended
+        (:class:`DeferredEffects`: fsyncs, a disposal) and the lock is still ours (windows spec §8).
         """
+        self._wait_deferred()
+        self.lock_fence()
+
+    def _wait_deferred(self) -> None:
+        """Wait for the background effects; their I/O error ends the run (``io_error``), LockLost propagates."""
         try:
             self.deferred.wait()
         except OSError as exc:
-            raise self._io_error("syncing to disk", exc) from None
-        self.lock_fence()
+            raise self._io_error("finishing background effects", exc) from None
+
+    def abandon_deferred(self) -> None:
+        """Wait for the background effects of a run that ended with an exception, logging their own failure."""
+        try:
+            self.deferred.wait()
+        except (OSError, LockLost) as exc:
+            logger.warning(
+                "background effect failed user=%s installation=%s error=%s", self.user_id, self.installation_id, exc
+            )
 
     def _write_state(self, state: State, *, defer_sync: bool = False) -> None:
         """
@@ -439,12 +452,16 @@ class _Run:
             self.hidden.add(name)
             return
         self.fence()
+        self._unlink(name)
+
+    def _unlink(self, name: str) -> None:
+        """Delete a report (fenced by the caller); an entry that is not a file is moved aside, never rmtree'd."""
         try:
             os.unlink(self.directory / name)
         except FileNotFoundError:
             pass
         except IsADirectoryError:
-            self._quarantine(name)  # never rmtree: an entry that is not a file is kept for inspection
+            self._move_to_invalid(name)
 
     def _quarantine(self, name: str) -> str | None:
         """Move ``name`` into ``invalid-reports/`` (``.1``, ``.2`` … when taken); the new name, None if gone."""
@@ -452,6 +469,10 @@ class _Run:
             self.hidden.add(name)
             return name
         self.fence()
+        return self._move_to_invalid(name)
+
+    def _move_to_invalid(self, name: str) -> str | None:
+        """:meth:`_quarantine` without the fence (the caller's)."""
         target_dir = self.directory / INVALID_REPORTS_DIR
         try:
             os.mkdir(target_dir, 0o750)
@@ -696,7 +717,9 @@ class _Run:
             timestamp=timestamp,
             finished_at=utc_now_iso(self.clock()),
         )
-        self._write_state(self.state.recorded(last))
+        # The directory's fsync and then the disposal run in the background (in that order), while the next
+        # selection reads; the next side effect, or the end of the run, waits for them.
+        self._write_state(self.state.recorded(last), defer_sync=True)
         self.pending_restore = None
         try:
             self._dispose(window.dispose, disposal)
@@ -770,11 +793,26 @@ class _Run:
         return "backed_up", None
 
     def _dispose(self, names: tuple[str, ...] | list[str], disposal: Disposal) -> None:
+        """
+        Remove a recorded window's ``dispose`` files (windows spec §9.2 step 6). Deletions run in the background,
+        after the effects started before them (the recording's fsync): the names are hidden from the next
+        selection meanwhile, and the next side effect waits for them. Quarantines (rare) are done here.
+        """
+        if disposal == "quarantine" or self.dry_run:
+            for name in names:
+                if disposal == "quarantine":
+                    self._quarantine(name)
+                else:
+                    self._delete(name)
+            return
+        names = tuple(names)
+        self.hidden.update(names)
+        self.deferred.call(functools.partial(self._delete_in_background, names))
+
+    def _delete_in_background(self, names: tuple[str, ...]) -> None:
         for name in names:
-            if disposal == "quarantine":
-                self._quarantine(name)
-            else:
-                self._delete(name)
+            self.lock_fence()  # not self.fence(): that would wait for this very job
+            self._unlink(name)
 
 
 def _no_fence() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from processor.atomic import DeferredSyncs, atomic_write_bytes
+from processor.atomic import DeferredEffects, atomic_write_bytes
 from processor.errors import InstallationBusy, LockLost
 
 logger = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class LeaseLock:
         Renew the lock in the background (default True), by the one renewal thread of the process.
     clock : callable
         Wall clock, Unix seconds (lock times are compared across machines, so never a monotonic clock).
-    deferred : DeferredSyncs, optional
+    deferred : DeferredEffects, optional
         Start the new lock file's fsync there instead of waiting for it in :meth:`acquire`; the caller waits for
         it before its first side effect.
     """
@@ -223,7 +223,7 @@ class LeaseLock:
         host: str | None = None,
         renew: bool = True,
         clock: Callable[[], float] = time.time,
-        deferred: DeferredSyncs | None = None,
+        deferred: DeferredEffects | None = None,
     ) -> None:
         if not lease_s > 0:
             raise ValueError(f"`lease_s` must be positive, got {lease_s!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from processor.atomic import DeferredSyncs, atomic_write_bytes
+from processor.atomic import DeferredEffects, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -290,9 +290,9 @@ def read_state(
     return State()
 
 
-def write_state(directory: Path, state: State, *, deferred: DeferredSyncs | None = None) -> None:
+def write_state(directory: Path, state: State, *, deferred: DeferredEffects | None = None) -> None:
     """
     Replace the state file atomically (temporary file, fsync, rename, directory fsync), mode 0640; with
-    ``deferred`` the directory's fsync is started there instead of waited for (see :class:`DeferredSyncs`).
+    ``deferred`` the directory's fsync is started there instead of waited for (see :class:`DeferredEffects`).
     """
     atomic_write_bytes(directory / STATE_NAME, state.to_json(), purpose="state", mode=0o640, deferred=deferred)

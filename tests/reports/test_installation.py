@@ -374,7 +374,7 @@ class TestApiFailures:
 class TestCrashSafety:
     def test_nothing_leaves_the_run_before_its_fsyncs_have_ended(self, tree, api, monkeypatch):
         # The lock file's fsync and the directory fsync of the started-state write run in the background while
-        # the run reads and analyses; the fence before the POST must wait for them (DeferredSyncs).
+        # the run reads and analyses; the fence before the POST must wait for them (DeferredEffects).
         tree.add(1, 19)
         slow = _SlowFsync(delay_s=0.05)
         monkeypatch.setattr(os, "fsync", slow)
@@ -392,16 +392,61 @@ class TestCrashSafety:
         assert ["posted"] == [window.outcome for window in summary.windows]
         assert [0] == in_flight_at_post
         assert 1 == len(api.records())
-        deferred = [path for path, thread in slow.done if thread.startswith("fsync")]
+        deferred = [path for path, thread in slow.done if thread.startswith("effects")]
         assert [str(tree.directory / LOCK_NAME), str(tree.directory)] == deferred[:2]
         assert 5 == len(slow.done)  # lock file; state file and directory, twice
+
+    def test_reports_are_deleted_only_after_the_recording_is_durable(self, tree, api, monkeypatch):
+        tree.add(1, 19)
+        slow = _SlowFsync(delay_s=0.02)
+        monkeypatch.setattr(os, "fsync", slow)
+        events: list[str] = []
+        real_unlink = os.unlink
+
+        def unlink(path, *args, **kwargs):
+            events.append(f"unlink after {len(slow.done)} fsyncs")
+            real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", unlink)
+        summary = run(tree, api)
+
+        assert ["posted"] == [window.outcome for window in summary.windows]
+        assert names(10, 19) == tree.reports()
+        # lock file, state file and directory, state file and directory: all five before the first report goes.
+        assert ["unlink after 5 fsyncs"] * 9 == [event for event in events[:9]]
+        assert not (tree.directory / LOCK_NAME).exists()
+
+    def test_a_failing_fsync_of_the_recording_keeps_the_reports_and_the_next_run_finishes(self, tree, api, monkeypatch):
+        tree.add(1, 19)
+        real_fsync = os.fsync
+        background: list[int] = []
+
+        def fsync(fd):
+            if threading.current_thread().name.startswith("effects"):
+                background.append(fd)
+                if len(background) == 3:  # lock file, started-state directory, recording's directory
+                    raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "fsync", fsync)
+            summary = run(tree, api)
+
+        assert "io_error" == summary.outcome
+        assert 1 == len(api.records())
+        assert names(1, 19) == tree.reports()  # the disposal did not follow the failed fsync
+        assert not (tree.directory / LOCK_NAME).exists()
+        again = run(tree, api)
+        assert "done" == again.outcome and 9 == again.recovered
+        assert names(10, 19) == tree.reports()
+        assert 1 == len(api.records())  # recorded as done: never posted again
 
     def test_a_failing_background_fsync_stops_the_run_before_any_effect(self, tree, api, monkeypatch):
         tree.add(1, 19)
         real_fsync = os.fsync
 
         def fsync(fd):
-            if threading.current_thread().name.startswith("fsync"):
+            if threading.current_thread().name.startswith("effects"):
                 raise OSError(errno.EIO, "Input/output error")
             real_fsync(fd)
 
