@@ -1,24 +1,30 @@
 """
 End-to-end throughput: simulated installations through a real Celery worker, RabbitMQ and a stand-in tix-api.
 
-Simulates ``--installations`` installations of ``--minutes`` minutes each (``processor.simulate.simulate_tree``;
-25 minutes give one window per installation, the steady state of a 10-minute period), computes the expected windows
-with a dry run in this process, then starts the stand-in tix-api (``tests/fake_api.py``) on 127.0.0.1 and
-``celery -A processor.tasks worker -c <concurrency>`` in a RabbitMQ vhost of its own, publishes one fan-out and
-waits until every installation task has ended. Measured:
+Simulates ``--installations`` installations with ``--minutes`` minutes of reports each
+(``processor.simulate.simulate_tree``) and holds back the reports of the last ``(cycles − 1) × 10`` minutes. It
+starts the stand-in tix-api (``tests/fake_api.py``) on 127.0.0.1 and ``celery -A processor.tasks worker -c
+<concurrency>`` in a RabbitMQ vhost of its own. Then, for each processing period ("cycle"): the held reports of
+that period arrive, a dry run in this process computes the windows expected, one fan-out is published, and the
+benchmark waits until every installation task has ended. The default, 30 minutes in 2 cycles, measures the steady
+state in its second period: every installation has its state file, the 10 reports kept by its last window and 10
+new ones, one window per task, as every 10 minutes in a running deployment. Measured per period, and for the last
+one at the top level:
 
 * windows delivered per second, from the first to the last POST the API received (``windows_per_s``), and overall
   from the publication of the fan-out to the last POST (``overall_windows_per_s``);
-* the worker's peak resident memory, main process and children, sampled every 0.2 s with psutil;
-* correctness: distinct windows posted against the dry run (``lost``, ``duplicated``, ``unexpected``).
+* CPU seconds per process role (worker main process, pool children, API, RabbitMQ, this process) and per window;
+* correctness: distinct windows posted against the dry run (``lost``, ``duplicated``, ``unexpected``);
+
+and over the whole run the worker's peak resident memory, main process and children, sampled every 0.2 s.
 
 Prints one JSON line. Targets on the 2-core machine: at least 200 windows/s and under 200 MiB per process.
 
 Usage::
 
-    python bench/e2e.py                                   # 400 installations × 25 minutes, worker -c 2
-    python bench/e2e.py --installations 400 --minutes 60  # 5 windows per installation
-    python bench/e2e.py --log-level WARNING               # without the INFO line per window
+    python bench/e2e.py                                          # 400 installations, 2 periods, worker -c 2
+    python bench/e2e.py --installations 400 --cycles 1 --minutes 60  # one period, 5 windows per installation
+    python bench/e2e.py --log-level WARNING                      # without the INFO line per window
 """
 
 from __future__ import annotations
