@@ -413,7 +413,7 @@ class TestCrashSafety:
         assert ["posted"] == [window.outcome for window in summary.windows]
         assert names(10, 19) == tree.reports()
         # lock file, state file and directory, state file and directory: all five before the first report goes.
-        assert ["unlink after 5 fsyncs"] * 9 == [event for event in events[:9]]
+        assert ["unlink after 5 fsyncs"] * 9 == events[:9]
         assert not (tree.directory / LOCK_NAME).exists()
 
     def test_a_failing_fsync_of_the_recording_keeps_the_reports_and_the_next_run_finishes(self, tree, api, monkeypatch):
