@@ -120,8 +120,8 @@ class DeferredEffects:
 
     def wait(self) -> None:
         """Wait for every job started so far; raise the first one's exception (after waiting for all)."""
-        pending, self._pending = self._pending, []
-        errors = [future.exception() for future in pending]
+        errors = [future.exception() for future in self._pending]  # interrupted here, nothing is forgotten
+        self._pending = []
         for error in errors:
             if error is not None:
                 raise error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
 import threading
 import time
@@ -141,6 +142,30 @@ class TestDeferredEffects:
         with pytest.raises(OSError):
             os.fstat(read_end)
         deferred.wait()  # reported once
+
+    def test_a_wait_interrupted_by_an_exception_forgets_no_job(self):
+        release = threading.Event()
+        deferred = DeferredEffects()
+        deferred.call(lambda: release.wait(5))
+        timer = threading.Timer(0.05, release.set)
+
+        class Interrupted(Exception):
+            pass
+
+        def interrupt(signum, frame):
+            raise Interrupted
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            with pytest.raises(Interrupted):
+                deferred.wait()  # interrupted like Celery's soft time limit interrupts a task
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+        assert deferred.pending
+        timer.start()
+        deferred.wait()
+        assert release.is_set() and not deferred.pending
 
     def test_a_job_after_a_failed_one_is_skipped(self):
         read_end, write_end = os.pipe()
