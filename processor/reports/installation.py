@@ -287,7 +287,7 @@ class _Run:
         self.deferred = DeferredEffects()  # fsyncs still running; the fence waits for them
         self.state = State()
         self.written = State()
-        self.hidden: set[str] = set()  # dry run: names a real run would have removed
+        self.hidden: set[str] = set()  # names removed (dry run: that would be) or being deleted in the background
         self.failed_results_seen = True  # see _remove_leftovers: False when failed-results/ was found empty
         self.reports: dict[str, tuple[tuple[int, int, int, int], Report]] = {}  # see _read_report
         self.api_usable = api is not None and api.has_credentials
