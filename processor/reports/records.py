@@ -49,17 +49,17 @@ def encode_records(observations: Observations) -> bytes:
 _SORT_KEYS = ("ts", "t1", "t2", "t3", "t4", "type", "size")
 
 
-def _strictly_increasing(records: Observations) -> bool:
-    """True when every record sorts strictly after the one before it by :data:`_SORT_KEYS`."""
-    later = np.zeros(records.size - 1 if records.size else 0, dtype=bool)
+def _after_previous(records: Observations) -> NDArray[np.bool_]:
+    """For each record but the first: whether it sorts strictly after the one before it by :data:`_SORT_KEYS`."""
+    later = np.zeros(max(records.size - 1, 0), dtype=bool)
     tied = ~later
     for field in _SORT_KEYS:
         column = records[field]
         later |= tied & (column[1:] > column[:-1])
         tied &= column[1:] == column[:-1]
-        if not tied.any():
+        if not tied.any():  # every pair is decided
             break
-    return bool(later.all())
+    return later
 
 
 def window_observations(parts: Sequence[Observations]) -> Observations:
@@ -73,20 +73,12 @@ def window_observations(parts: Sequence[Observations]) -> Observations:
     if not parts:
         return np.empty(0, dtype=OBSERVATION_DTYPE)
     merged = np.concatenate(parts, dtype=OBSERVATION_DTYPE, casting="equiv")  # byte order only
-    if _strictly_increasing(merged):
+    if _after_previous(merged).all():
         # The usual window: reports in time order without overlap, so the sort and the merge change nothing.
         return merged
-    order = np.lexsort([merged[field] for field in reversed(_SORT_KEYS)])
-    merged = merged[order]
-    if merged.size > 1:
-        differs = np.ones(merged.size, dtype=bool)
-        same = np.ones(merged.size - 1, dtype=bool)
-        for field in OBSERVATION_FIELDS:
-            column = merged[field]
-            same &= column[1:] == column[:-1]
-        differs[1:] = ~same
-        merged = merged[differs]
-    return merged
+    merged = merged[np.lexsort([merged[field] for field in reversed(_SORT_KEYS)])]
+    # Sorted, a record that does not come strictly after the one before it is equal to it: a duplicate.
+    return merged[np.concatenate(([True], _after_previous(merged)))]
 
 
 def observations(
