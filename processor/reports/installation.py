@@ -798,16 +798,13 @@ class _Run:
         after the effects started before them (the recording's fsync): the names are hidden from the next
         selection meanwhile, and the next side effect waits for them. Quarantines (rare) are done here.
         """
-        if disposal == "quarantine" or self.dry_run:
+        if disposal == "quarantine":
             for name in names:
-                if disposal == "quarantine":
-                    self._quarantine(name)
-                else:
-                    self._delete(name)
+                self._quarantine(name)
             return
-        names = tuple(names)
-        self.hidden.update(names)
-        self.deferred.call(functools.partial(self._delete_in_background, names))
+        self.hidden.update(names)  # a dry run only hides them
+        if not self.dry_run:
+            self.deferred.call(functools.partial(self._delete_in_background, tuple(names)))
 
     def _delete_in_background(self, names: tuple[str, ...]) -> None:
         for name in names:
