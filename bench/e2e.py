@@ -148,18 +148,16 @@ def hold_back(reports: Path, held: Path, *, minutes: float, cycles: int) -> list
     """
     arrivals: list[list[tuple[Path, Path]]] = [[] for _ in range(cycles - 1)]
     for directory in sorted(p for p in reports.glob("*/*") if p.is_dir()):
-        names = sorted(p.name for p in directory.glob("tix-report-*.json"))
-        if not names:
-            continue
-        first_s = int(names[0][len("tix-report-") : -len(".json")])
-        for name in names:
-            offset_min = (int(name[len("tix-report-") : -len(".json")]) - first_s) / 60
+        # tix-report-<ts of the first record>.json, sorted by that time.
+        starts = sorted((int(p.stem.removeprefix("tix-report-")), p) for p in directory.glob("tix-report-*.json"))
+        for start_s, path in starts:
+            offset_min = (start_s - starts[0][0]) / 60
             cycle = min(cycles, max(1, cycles + 1 - math.ceil((minutes - offset_min) / PERIOD_MIN)))  # 1-based
             if cycle > 1:
-                target = held / directory.relative_to(reports) / name
+                target = held / path.relative_to(reports)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(directory / name, target)
-                arrivals[cycle - 2].append((target, directory / name))
+                os.rename(path, target)
+                arrivals[cycle - 2].append((target, path))
     return arrivals
 
 
