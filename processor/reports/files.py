@@ -237,7 +237,7 @@ def _read_up_to(fd: int, size: int) -> bytes:
             break
         chunks.append(chunk)
         size -= len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)  # a single chunk comes back as is, not copied
 
 
 def is_young(error: UnusableReport, now_s: float) -> bool:
