@@ -149,6 +149,10 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"not strict JSON: {token}")
 
 
+#: One strict decoder for every report: ``json.loads`` with a keyword argument builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_report(data: bytes, path: Path, mtime_s: float) -> Report:
     """Validate the bytes of a report file (reports spec §2.1, checks 5-10 of §5.1) and return the report."""
 
@@ -158,7 +162,7 @@ def parse_report(data: bytes, path: Path, mtime_s: float) -> Report:
     try:
         if data.startswith(b"\xef\xbb\xbf"):
             raise ValueError("byte-order mark")
-        document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        document = _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise unusable("not_json", str(exc)[:200]) from None
     if not isinstance(document, dict):
