@@ -77,25 +77,6 @@ def _after(earlier: tuple[Future[None], ...], job: Callable[[], None], if_skippe
     job()
 
 
-def drain_background() -> None:
-    """
-    Wait until every job started in this process's background thread has ended, whichever run started it.
-
-    A run may leave its last effects there when it returns (``finish_in_background`` of the installation run);
-    a process must call this before it exits (the Celery child at ``worker_process_shutdown``, the one-shot
-    command at its end), since a forked pool child leaves through ``os._exit``, which does not wait for threads.
-    """
-    with _executor_lock:
-        executor = _executor[1] if _executor is not None and _executor[0] == os.getpid() else None
-    if executor is not None:
-        executor.submit(lambda: None).result()  # one thread, jobs in order: every earlier job has ended
-
-
-def _then(earlier: tuple[Future[None], ...], job: Callable[[BaseException | None], None]) -> None:
-    errors = [error for error in (future.exception() for future in earlier) if error is not None]
-    job(errors[0] if errors else None)
-
-
 class DeferredEffects:
     """
     fsyncs and other file effects that run in a background thread, in the order they were started, while the
@@ -131,16 +112,6 @@ class DeferredEffects:
     def fsync_directory(self, directory: Path) -> None:
         """Flush ``directory``'s entries in the background (see :func:`fsync_directory`)."""
         self.fsync(os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
-
-    def hand_over(self, job: Callable[[BaseException | None], None]) -> None:
-        """
-        Leave the jobs started so far to the background thread and run ``job`` after them, whatever their outcome:
-        it receives the first one's exception (None when all succeeded). Nothing is pending here afterwards; the
-        caller does not wait (:func:`drain_background` does, before the process exits).
-        """
-        earlier = tuple(self._pending)
-        self._pending = []
-        _background_executor().submit(_then, earlier, job)
 
     @property
     def pending(self) -> bool:

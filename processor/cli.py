@@ -58,7 +58,6 @@ def _process(args: argparse.Namespace) -> int:
     import logging
 
     from processor import service
-    from processor.atomic import drain_background
     from processor.config import load_config_or_exit
     from processor.reports.tree import InstallationDir
 
@@ -88,7 +87,6 @@ def _process(args: argparse.Namespace) -> int:
                 print(json.dumps({**line, "payload": window.payload}))
 
     installations = service.fan_out(config, None, run_one)
-    drain_background()  # the last run's disposal and lock release
     summary_line = {"installations": installations, "windows": totals, "dry_run": dry_run, "failed_runs": failed}
     print(json.dumps({"summary": summary_line}))
     return EXIT_FAILED if failed else EXIT_OK

@@ -46,13 +46,7 @@ def process_installation(
     dry_run: bool = False,
     interrupts: tuple[type[BaseException], ...] = (),
 ) -> RunSummary:
-    """
-    Process every complete window of one installation (service spec §3.4); ``dry_run`` changes nothing.
-
-    The last window's disposal and the lock release end in this process's background thread after the return
-    (``finish_in_background``): the caller's next installation overlaps them, and the process calls
-    :func:`processor.atomic.drain_background` before it exits.
-    """
+    """Process every complete window of one installation (service spec §3.4); ``dry_run`` changes nothing."""
     return run_installation(
         config.reports_base_path,
         user_id,
@@ -66,7 +60,6 @@ def process_installation(
         path_hint=path_hint,
         interrupts=interrupts,
         usage_estimator=config.usage_estimator,
-        finish_in_background=True,
     )
 
 

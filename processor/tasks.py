@@ -13,11 +13,10 @@ import sys
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.schedules import crontab
-from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
+from celery.signals import worker_init
 from celery.utils.log import get_task_logger
 
 from processor import service
-from processor.atomic import drain_background
 from processor.celery_ext import FanOutPublisher
 from processor.config import celery_settings, check_environment, load_config_or_exit
 
@@ -49,16 +48,6 @@ def _check_worker_environment(**_: object) -> None:
             print(f"configuration error: {problem}", file=sys.stderr)
         sys.exit(2)
     service.process_api_client(CONFIG)  # logs the missing-credentials warning once per worker start (D11)
-
-
-@worker_process_shutdown.connect
-@worker_shutdown.connect
-def _finish_background_effects(**_: object) -> None:
-    """
-    A pool child leaves through ``os._exit`` (recycled, or at a warm shutdown), which does not wait for threads:
-    the last task's disposal and lock release, left to the background thread, end first.
-    """
-    drain_background()
 
 
 @app.task(name="processor.tasks.process_users_data")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.atomic import TEMP_PREFIX, DeferredEffects, atomic_write_bytes, drain_background, temp_name
+from processor.atomic import TEMP_PREFIX, DeferredEffects, atomic_write_bytes, temp_name
 
 
 def _mode(path: Path) -> int:
@@ -182,35 +182,6 @@ class TestDeferredEffects:
 
         assert ["later"] == ran  # a job started after the wait runs again
         assert ["job"] == skipped
-
-    def test_a_handed_over_job_runs_after_the_others_and_gets_the_first_error(self):
-        read_end, write_end = os.pipe()
-        os.close(write_end)
-        release = threading.Event()
-        seen: list[BaseException | None] = []
-        deferred = DeferredEffects()
-
-        deferred.call(lambda: release.wait(5))
-        deferred.fsync(read_end)  # fails: EINVAL
-        deferred.hand_over(seen.append)
-
-        assert not deferred.pending  # the caller waits for nothing any more
-        assert [] == seen
-        release.set()
-        drain_background()
-        assert 1 == len(seen) and isinstance(seen[0], OSError) and errno.EINVAL == seen[0].errno
-
-    def test_drain_background_waits_for_jobs_nobody_waits_for(self):
-        release = threading.Event()
-        done: list[str] = []
-        deferred = DeferredEffects()
-        deferred.call(lambda: release.wait(5))
-        deferred.hand_over(lambda error: done.append(f"handed over, error={error}"))
-        threading.Timer(0.1, release.set).start()
-
-        drain_background()
-
-        assert ["handed over, error=None"] == done
 
     def test_jobs_run_one_at_a_time_in_the_order_given(self, tmp_path, monkeypatch):
         slow = _SlowFsync(delay_s=0.02)

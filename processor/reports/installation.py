@@ -154,7 +154,6 @@ def run_installation(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     usage_estimator: UsageEstimator = "v2",
-    finish_in_background: bool = False,
 ) -> RunSummary:
     """
     Process every complete window of one installation (windows spec §10, service spec §3.4); safe to run twice.
@@ -191,14 +190,6 @@ def run_installation(
     usage_estimator : {"v2", "queueing"}
         What fills the payload's ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``), for new windows and
         re-sent failed results alike; both estimates are always in the payload (usage-queueing spec).
-    finish_in_background : bool
-        Return once the last window is recorded, leaving its disposal (and the fsync before it) and then the
-        lock release to this process's background thread (:class:`processor.atomic.DeferredEffects`), which
-        keeps their order. The worker's next task overlaps them; the process must call
-        :func:`processor.atomic.drain_background` before it exits. A crash meanwhile is a crash between steps 5
-        and 6 (windows spec §9.2): the next run finishes the disposal, and takes over the dead holder's lock.
-        An error there is logged; it can no longer change the outcome. Runs that end otherwise than ``done``
-        always finish in the foreground.
 
     Returns
     -------
@@ -242,7 +233,6 @@ def run_installation(
         monotonic=monotonic,
         budget_s=budget_s,
         usage_estimator=usage_estimator,
-        finish_in_background=finish_in_background,
     )
     if dry_run:
         return run.execute(interrupts)
@@ -257,17 +247,10 @@ def run_installation(
         return RunSummary(user_id, installation_id, "io_error", detail=str(exc))
     try:
         run.lock_fence = lock.fence
-        summary = run.execute(interrupts)
-    except BaseException:
-        run.abandon_deferred()
+        return run.execute(interrupts)
+    finally:
+        run.abandon_deferred()  # after an exception; a normal end has waited already
         lock.release()
-        raise
-    if summary.outcome == "done" and run.deferred.pending:  # finish_in_background
-        run.deferred.hand_over(functools.partial(run.release_after_background, lock.release))
-    else:
-        run.abandon_deferred()
-        lock.release()
-    return summary
 
 
 class _Run:
@@ -287,7 +270,6 @@ class _Run:
         monotonic: Callable[[], float],
         budget_s: float,
         usage_estimator: UsageEstimator = "v2",
-        finish_in_background: bool = False,
     ) -> None:
         self.directory = directory
         self.user_id = user_id
@@ -301,7 +283,6 @@ class _Run:
         self.started = monotonic()
         self.budget_s = budget_s
         self.usage_estimator: UsageEstimator = usage_estimator
-        self.finish_in_background = finish_in_background
         self.lock_fence: Callable[[], None] = _no_fence
         self.deferred = DeferredEffects()  # fsyncs still running; the fence waits for them
         self.state = State()
@@ -385,8 +366,7 @@ class _Run:
             self._process(window)
         if self.state != self.written:  # counters of discards, moves and re-sends since the last write
             self._write_state(self.state)
-        if not self.finish_in_background:
-            self._wait_deferred()  # the last disposal and fsyncs end before the lock is released
+        self._wait_deferred()  # the last disposal and fsyncs end before the lock is released
 
     def _budget_used(self) -> bool:
         if self.monotonic() - self.started >= self.budget_s:
@@ -436,17 +416,6 @@ class _Run:
             logger.warning(
                 "background effect failed user=%s installation=%s error=%s", self.user_id, self.installation_id, exc
             )
-
-    def release_after_background(self, release: Callable[[], None], error: BaseException | None) -> None:
-        """The last job of a run finished in the background: log what failed before it, then release the lock."""
-        if error is not None:
-            logger.error(
-                "installation disposal failed user=%s installation=%s error=%s",
-                self.user_id,
-                self.installation_id,
-                error,
-            )
-        release()
 
     def _write_state(self, state: State, *, defer_sync: bool = False) -> None:
         """

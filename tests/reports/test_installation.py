@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from processor.api import ApiClient
-from processor.atomic import drain_background
 from processor.errors import NotAnalysable
 from processor.failed_results import list_failed_results
 from processor.ip_to_as import Pfx2asBackend, Resolver
@@ -458,55 +457,6 @@ class TestCrashSafety:
         assert [] == api.records()
         assert names(1, 19) == tree.reports()
         assert not (tree.directory / LOCK_NAME).exists()
-
-    def test_finished_in_background_the_run_returns_before_the_disposal_and_the_lock_release(
-        self, tree, api, monkeypatch
-    ):
-        tree.add(1, 19)
-        release = threading.Event()
-        real_unlink = os.unlink
-
-        def unlink(path, *args, **kwargs):
-            release.wait(5)
-            real_unlink(path, *args, **kwargs)
-
-        monkeypatch.setattr(os, "unlink", unlink)
-        summary = run(tree, api, finish_in_background=True)
-
-        assert "done" == summary.outcome
-        assert ["posted"] == [window.outcome for window in summary.windows]
-        assert names(1, 19) == tree.reports()  # the disposal waits in the background
-        assert (tree.directory / LOCK_NAME).exists()  # and the lock is still held meanwhile
-        assert "busy" == run(tree, api).outcome
-        release.set()
-        drain_background()
-        assert names(10, 19) == tree.reports()
-        assert not (tree.directory / LOCK_NAME).exists()
-        assert 1 == len(api.records())
-
-    def test_finished_in_background_a_failing_disposal_is_logged_and_the_lock_released(
-        self, tree, api, monkeypatch, caplog
-    ):
-        tree.add(1, 19)
-        real_unlink = os.unlink
-
-        def unlink(path, *args, **kwargs):
-            if str(path).endswith(".json"):
-                raise OSError(errno.EIO, "Input/output error")
-            real_unlink(path, *args, **kwargs)
-
-        with monkeypatch.context() as patch:
-            patch.setattr(os, "unlink", unlink)
-            summary = run(tree, api, finish_in_background=True)
-            drain_background()
-
-        assert "done" == summary.outcome  # recorded and posted; only the disposal is left
-        assert any("disposal failed" in r.message and "Input/output error" in r.message for r in caplog.records)
-        assert not (tree.directory / LOCK_NAME).exists()
-        again = run(tree, api)
-        assert 9 == again.recovered
-        assert names(10, 19) == tree.reports()
-        assert 1 == len(api.records())  # never posted again
 
     def test_a_crash_between_recording_and_disposal_is_finished_by_the_next_run(self, tree, api, monkeypatch):
         """Step 5 written, step 6 not done: the next run removes the older half and never posts the window again."""
