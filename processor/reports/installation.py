@@ -272,6 +272,7 @@ class _Run:
         usage_estimator: UsageEstimator = "v2",
     ) -> None:
         self.directory = directory
+        self.prefix = os.path.join(directory, "")  # of a file name, for the hot paths: no Path object per call
         self.user_id = user_id
         self.installation_id = installation_id
         self.analyse = analyse
@@ -457,7 +458,7 @@ class _Run:
     def _unlink(self, name: str) -> None:
         """Delete a report (fenced by the caller); an entry that is not a file is moved aside, never rmtree'd."""
         try:
-            os.unlink(self.directory / name)
+            os.unlink(self.prefix + name)
         except FileNotFoundError:
             pass
         except IsADirectoryError:
@@ -497,7 +498,11 @@ class _Run:
         last = self.state.last_window
         if last is None:
             return
-        present = [name for name in last.dispose if os.path.lexists(self.directory / name)]
+        try:
+            listed = set(os.listdir(self.directory))  # one listing instead of one lstat per name
+        except OSError as exc:
+            raise self._io_error("finishing a disposal", exc) from None
+        present = [name for name in last.dispose if name in listed]
         if not present:
             return
         logger.info(
@@ -594,13 +599,12 @@ class _Run:
         :func:`read_report`, reusing this run's parse of the same file while its inode, size, mtime and ctime
         are unchanged: the next selection reads the newer half of a window again (hot path, same result).
         """
-        path = self.directory / name
-        info = os.lstat(path)
+        info = os.lstat(self.prefix + name)
         key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         cached = self.reports.get(name)
         if cached is not None and cached[0] == key and stat.S_ISREG(info.st_mode):
             return cached[1]
-        report = read_report(path, info)
+        report = read_report(self.directory / name, info)
         self.reports[name] = (key, report)
         return report
 
