@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import time
@@ -14,6 +15,7 @@ import pytest
 from processor.errors import BadAddress, UnusableReport
 from processor.reports.files import (
     MAX_REPORT_BYTES,
+    _decode_message,
     is_young,
     parse_address,
     read_report,
@@ -162,6 +164,28 @@ class TestUnusableReasons:
     @pytest.mark.parametrize("message", ["AAAA AAAA", "AA=A", "$$$$", "AAA", "ñAAA"])
     def test_bad_base64(self, tmp_path, message):
         assert "bad_base64" == _reason(_write(tmp_path, json.dumps(_document(message=message))))
+
+    def test_extra_padding_after_a_full_group_is_read_as_the_standard_decoder_reads_it(self, tmp_path):
+        # base64.b64decode(validate=True) accepts "=" after a complete group; the fast decoder alone would not.
+        message = base64.b64encode(b"\0" * 45).decode() + "="
+
+        report = read_report(_write(tmp_path, json.dumps(_document(message=message))))
+
+        assert 1 == report.count
+
+    def test_message_decoding_matches_the_standard_decoder_on_every_short_text(self):
+        alphabet = "Aa+/=-_ "
+        texts = ["".join(chars) for n in range(6) for chars in itertools.product(alphabet, repeat=n)]
+        for text in texts:
+            try:
+                expected: bytes | str = base64.b64decode(text, validate=True)
+            except ValueError:  # binascii.Error is one
+                expected = "error"
+            try:
+                actual: bytes | str = _decode_message(text)
+            except ValueError:
+                actual = "error"
+            assert expected == actual, text
 
     def test_bad_record_length(self, tmp_path):
         message = base64.b64encode(b"\0" * 44).decode()
