@@ -88,7 +88,12 @@ def run_pass(tasks: Any, tree: Path, worker: Worker, worker_log: Path, count: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--installations", type=int, default=1000, help="installation messages per pass (1000)")
+    parser.add_argument(
+        "--installations",
+        type=int,
+        default=1000,
+        help="installation messages per pass, rounded up to whole users of 10 (1000)",
+    )
     parser.add_argument("--passes", type=int, default=2, help="measured passes per kind of task (2)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (celery worker -c)")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest wait for each pass, seconds")
