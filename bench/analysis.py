@@ -37,8 +37,9 @@ import numpy as np  # noqa: E402
 
 from processor.analysis import MEANINGFUL_WINDOW_S, analyse, queueing_shares, unwrap_clocks  # noqa: E402
 from processor.errors import NotAnalysable  # noqa: E402
+from processor.observations import SHORT  # noqa: E402
 from processor.reports.files import read_report  # noqa: E402
-from processor.reports.records import SHORT, window_observations  # noqa: E402
+from processor.reports.records import window_observations  # noqa: E402
 
 #: The project's shared data, beside the checkout.
 SHARED_DATA = REPO.parent / "shared" / "data"

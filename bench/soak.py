@@ -106,11 +106,11 @@ def clean_run(staging: Path, copy: Path, env: dict[str, str]) -> Expected:
     import dataclasses
 
     from processor import service
-    from processor.api import build_payload
     from processor.config import Config
-    from processor.failed_results import FAILED_RESULTS_DIR, list_failed_results, load_failed_result
+    from processor.delivery.failed_results import FAILED_RESULTS_DIR, list_failed_results, load_failed_result
+    from processor.delivery.tixapi import build_payload
+    from processor.installation.state import read_state
     from processor.reports.files import report_candidates
-    from processor.reports.state import read_state
     from processor.reports.tree import installation_dirs
 
     shutil.copytree(staging, copy, symlinks=True)
@@ -331,9 +331,9 @@ def account(
     worker_log: Path,
 ) -> dict[str, Any]:
     """The counts of reliability.md §5 after the drain."""
-    from processor.failed_results import FAILED_RESULTS_DIR
+    from processor.delivery.failed_results import FAILED_RESULTS_DIR
+    from processor.installation.state import read_state
     from processor.reports.files import report_candidates
-    from processor.reports.state import read_state
 
     accepted = [record for record in records if record["accepted"]]
     by_identity: dict[Identity, list[dict[str, Any]]] = defaultdict(list)
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         log("refusing --restart-broker: other processes use the broker:\n  " + "\n  ".join(others))
         return 2
 
-    from processor.simulate import simulate_tree
+    from processor.tools.simulate import simulate_tree
 
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="tix-bench-soak-"))

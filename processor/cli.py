@@ -94,8 +94,8 @@ def _process(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    from processor import simulate, status
-    from processor.calibration import command as calibration
+    from processor.tools import simulate, status
+    from processor.tools.calibration import command as calibration
 
     parser = argparse.ArgumentParser(
         prog="python -m processor",

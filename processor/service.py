@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from processor.analysis import analyse
-from processor.api import ApiClient, warn_if_missing_credentials
 from processor.config import Config
-from processor.ip_to_as import process_resolver
-from processor.reports.installation import RunSummary, run_installation
+from processor.delivery.ip_to_as import process_resolver
+from processor.delivery.tixapi import ApiClient, warn_if_missing_credentials
+from processor.installation.run import RunSummary, run_installation
 from processor.reports.tree import InstallationDir, installation_dirs
 
 logger = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ if __package__ in (None, ""):
     # ``processor`` package is found without being installed. Harmless when it is installed.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processor.calibration.progress import ProgressBar
 from processor.reports.files import read_report, report_candidates
 from processor.reports.windows import Candidate, Discard, Invalid, iter_windows, load_candidates
+from processor.tools.calibration.progress import ProgressBar
 
 EXIT_OK = 0  #: The archive was written.
 EXIT_FAILED = 1  #: It ran and failed; one line on stderr says why. Nothing was written.

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from processor.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from processor.observations import observations
 from processor.reports.files import write_report
-from processor.reports.records import observations
 from tests.commands import processor_command as processor
 from tests.fake_api import FakeApi
 

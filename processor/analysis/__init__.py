@@ -54,7 +54,7 @@ from processor.analysis.queueing import (
 )
 from processor.analysis.usage import DirectionUsage, SetUsage, one_way_times, set_usage, usage
 from processor.errors import NotAnalysable
-from processor.reports.records import OBSERVATION_DTYPE, SHORT
+from processor.observations import OBSERVATION_DTYPE, SHORT
 
 __all__ = [
     "ALPHA",

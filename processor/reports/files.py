@@ -19,7 +19,8 @@ import numpy as np
 import pybase64
 
 from processor.errors import BadAddress, UnusableReport
-from processor.reports.records import RECORD_SIZE, Observations, decode_records, encode_records
+from processor.observations import Observations
+from processor.reports.records import RECORD_SIZE, decode_records, encode_records
 
 #: Largest report file accepted, in bytes (a real report is about 4.5 KB).
 MAX_REPORT_BYTES = 1 << 20

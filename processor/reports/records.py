@@ -1,4 +1,4 @@
-"""The 45-byte observation record and the window's observation array (reports spec §3, windows spec §4)."""
+"""The 45-byte observation record on the wire and the merge of a window's reports (reports spec §3, windows spec §4)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from processor.observations import OBSERVATION_DTYPE, OBSERVATION_FIELDS, Observations
+
 #: Size of one observation record on the wire, in bytes (struct format ``>qciqqqq``).
 RECORD_SIZE = 45
 
@@ -15,22 +17,6 @@ RECORD_SIZE = 45
 WIRE_DTYPE = np.dtype(
     [("ts", ">i8"), ("type", "u1"), ("size", ">i4"), ("t1", ">i8"), ("t2", ">i8"), ("t3", ">i8"), ("t4", ">i8")]
 )
-
-#: The same fields in native byte order: what the analysis works on.
-#: ``ts`` is Unix seconds; ``t1``..``t4`` are nanoseconds since the local midnight of the clock that took them.
-OBSERVATION_DTYPE = np.dtype(
-    [("ts", "i8"), ("type", "u1"), ("size", "i4"), ("t1", "i8"), ("t2", "i8"), ("t3", "i8"), ("t4", "i8")]
-)
-
-#: The seven field names, in record order.
-OBSERVATION_FIELDS: tuple[str, ...] = ("ts", "type", "size", "t1", "t2", "t3", "t4")
-
-#: Type byte of a reply to a short probe, the only records the analysis uses.
-SHORT = ord("S")
-#: Type byte of a reply to a long probe (kept, never analysed).
-LONG = ord("L")
-
-Observations = NDArray[np.void]
 
 assert WIRE_DTYPE.itemsize == RECORD_SIZE
 assert OBSERVATION_DTYPE.names == WIRE_DTYPE.names == OBSERVATION_FIELDS
@@ -93,25 +79,3 @@ def window_observations(parts: Sequence[Observations]) -> Observations:
     merged = merged[np.lexsort([merged[field] for field in reversed(_SORT_KEYS)])]
     # Sorted, a record that does not come strictly after the one before it is equal to it: a duplicate.
     return merged[np.concatenate(([True], _after_previous(merged)))]
-
-
-def observations(
-    ts: Sequence[int] | NDArray[np.int64],
-    t1: Sequence[int] | NDArray[np.int64],
-    t2: Sequence[int] | NDArray[np.int64],
-    t3: Sequence[int] | NDArray[np.int64],
-    t4: Sequence[int] | NDArray[np.int64],
-    *,
-    type_byte: int = SHORT,
-    size: int = 32,
-) -> Observations:
-    """Build an observation array from columns (tests, the generator and the legacy text-log reader use it)."""
-    result = np.empty(len(ts), dtype=OBSERVATION_DTYPE)
-    result["ts"] = ts
-    result["type"] = type_byte
-    result["size"] = size
-    result["t1"] = t1
-    result["t2"] = t2
-    result["t3"] = t3
-    result["t4"] = t4
-    return result

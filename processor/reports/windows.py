@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from processor.errors import UnusableReason, UnusableReport
+from processor.observations import Observations
 from processor.reports.files import YOUNG_FILE_S, Report
-from processor.reports.records import Observations, window_observations
+from processor.reports.records import window_observations
 
 logger = logging.getLogger(__name__)
 

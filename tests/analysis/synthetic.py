@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from processor.reports.records import observations
+from processor.observations import observations
 
 #: Start of the synthetic windows, Unix seconds (2017-09-10 00:00:00 UTC).
 START_S = 1_505_001_600

@@ -10,7 +10,7 @@ import pytest
 
 from processor.analysis import DAY_NS, analyse
 from processor.errors import NotAnalysable
-from processor.reports.records import LONG, OBSERVATION_DTYPE, observations
+from processor.observations import LONG, OBSERVATION_DTYPE, observations
 from tests.analysis.synthetic import START_S, queueing_times, window
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from processor.errors import BadAddress, UnusableReport
+from processor.observations import observations
 from processor.reports.files import (
     MAX_REPORT_BYTES,
     _decode_message,
@@ -23,7 +24,6 @@ from processor.reports.files import (
     report_json,
     write_report,
 )
-from processor.reports.records import observations
 
 
 def _records(count: int = 60, start_ts: int = 1_700_000_000):

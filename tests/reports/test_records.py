@@ -5,12 +5,11 @@ import struct
 
 import numpy as np
 
+from processor.observations import OBSERVATION_DTYPE, observations
 from processor.reports.records import (
-    OBSERVATION_DTYPE,
     WIRE_DTYPE,
     decode_records,
     encode_records,
-    observations,
     window_observations,
 )
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from processor.errors import UnusableReport
+from processor.observations import LONG, observations
 from processor.reports.files import Report, read_report, report_candidates, write_report
-from processor.reports.records import LONG, WIRE_DTYPE, observations
+from processor.reports.records import WIRE_DTYPE
 from processor.reports.windows import (
     MIN_WINDOW_OBSERVATIONS,
     dispose_count,

@@ -26,13 +26,13 @@ import celery
 import kombu
 
 from processor.analysis import analyse
-from processor.api import build_payload
 from processor.config import Config
+from processor.delivery.failed_results import FAILED_NAME_RE
+from processor.delivery.ip_to_as import process_resolver
+from processor.delivery.tixapi import build_payload
 from processor.errors import NotAnalysable, UnusableReport
-from processor.failed_results import FAILED_NAME_RE
-from processor.ip_to_as import process_resolver
+from processor.installation.run import run_installation
 from processor.reports.files import read_report, report_candidates
-from processor.reports.installation import run_installation
 from processor.reports.tree import installation_dirs
 from processor.reports.windows import iter_windows
 from tests.rabbit import broker_url, declare_passive, processor_broker_env

@@ -1,4 +1,4 @@
-"""Tests of processor.reports.state: the state file of windows spec §9.1."""
+"""Tests of processor.installation.state: the state file of windows spec §9.1."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from processor.reports.state import STATE_NAME, Attempt, Counters, LastWindow, State, read_state, write_state
+from processor.installation.state import STATE_NAME, Attempt, Counters, LastWindow, State, read_state, write_state
 
 
 def last_window(**changes) -> LastWindow:

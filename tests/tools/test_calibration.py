@@ -1,4 +1,4 @@
-"""Tests of processor.calibration: description schemas, expected usage, network log, table, CSV, plots, command."""
+"""Tests of processor.tools.calibration: description schemas, expected usage, network log, table, CSV, plots."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from processor.calibration import plots
-from processor.calibration.command import CSV_NAME, EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_arguments, run
-from processor.calibration.description import Step, expected_usage, load_description, parse_description
-from processor.calibration.netusage import BadNetworkUsage, group_network_usage, read_network_usage
-from processor.calibration.table import (
+from processor.errors import BadDescription
+from processor.observations import Observations, observations
+from processor.reports.files import report_json
+from processor.tools.calibration import plots
+from processor.tools.calibration.command import CSV_NAME, EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_arguments, run
+from processor.tools.calibration.description import Step, expected_usage, load_description, parse_description
+from processor.tools.calibration.netusage import BadNetworkUsage, group_network_usage, read_network_usage
+from processor.tools.calibration.table import (
     COLUMNS,
     NO_REPORT_FILES,
     NO_WINDOW,
@@ -26,9 +29,6 @@ from processor.calibration.table import (
     calibrate,
     summary,
 )
-from processor.errors import BadDescription
-from processor.reports.files import report_json
-from processor.reports.records import Observations, observations
 from tests.shared_data import CALIBRATION_EXPERIMENTS
 
 #: Start of the synthetic experiments: 08:00 UTC, far from any midnight wrap of the clocks.
@@ -493,7 +493,7 @@ class TestCalibrateCommand:
                 sys.executable, "-m", "processor", "calibrate", "--batches", str(experiment / "batches"),
                 "--description", str(experiment / "new.yml"), "--out", str(tmp_path),
             ],
-            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
         )  # fmt: skip
 
         assert EXIT_OK == done.returncode, done.stderr

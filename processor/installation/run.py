@@ -13,27 +13,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from processor.api import build_payload
 from processor.atomic import TEMP_PREFIX, DeferredEffects
-from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost, NotAnalysable
-from processor.failed_results import (
+from processor.delivery.failed_results import (
     FAILED_RESULTS_DIR,
     ensure_failed_results_dir,
     resend_failed_results,
     write_failed_result,
 )
+from processor.delivery.tixapi import build_payload
+from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost, NotAnalysable
+from processor.installation.lock import DEFAULT_LEASE_S, STALE_PREFIX, LeaseLock
+from processor.installation.state import Attempt, Disposal, LastWindow, State, read_state, utc_now_iso, write_state
+from processor.observations import Observations
 from processor.reports.files import Report, read_report, report_candidates
-from processor.reports.lock import DEFAULT_LEASE_S, STALE_PREFIX, LeaseLock
-from processor.reports.records import Observations
-from processor.reports.state import Attempt, Disposal, LastWindow, State, read_state, utc_now_iso, write_state
 from processor.reports.tree import is_canonical_id
 from processor.reports.windows import Window, load_candidates, select_window
 
 if TYPE_CHECKING:
     from processor.analysis import AnalysisResult
-    from processor.api import ApiClient
     from processor.config import UsageEstimator
-    from processor.ip_to_as import AsInfo, Resolver
+    from processor.delivery.ip_to_as import AsInfo, Resolver
+    from processor.delivery.tixapi import ApiClient
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def run_installation(
     api : ApiClient or None
         The tix-api client; None (or a client without credentials) sends every result to ``failed-results/``.
     resolver : Resolver
-        ``processor.ip_to_as.Resolver``; ``resolve(ip)`` gives the AS and never raises.
+        ``processor.delivery.ip_to_as.Resolver``; ``resolve(ip)`` gives the AS and never raises.
     lease_s : float
         Lock lease, seconds (``TIX_LOCK_LEASE_SECONDS``).
     budget_s : float

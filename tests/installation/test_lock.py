@@ -1,4 +1,4 @@
-"""Tests of processor.reports.lock: the lease lock of windows spec §8, with real processes where it matters."""
+"""Tests of processor.installation.lock: the lease lock of windows spec §8, with real processes where it matters."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from processor.errors import InstallationBusy, LockLost
-from processor.reports import lock as lock_module
-from processor.reports.lock import LOCK_NAME, STALE_PREFIX, Holder, LeaseLock
+from processor.installation import lock as lock_module
+from processor.installation.lock import LOCK_NAME, STALE_PREFIX, Holder, LeaseLock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 HOLDER_SCRIPT = """
 import sys, time
 from pathlib import Path
-from processor.reports.lock import LeaseLock
+from processor.installation.lock import LeaseLock
 directory = Path(sys.argv[1])
 lock = LeaseLock(directory, lease_s=float(sys.argv[2]))
 lock.acquire()
@@ -40,7 +40,7 @@ RACER_SCRIPT = """
 import sys, time
 from pathlib import Path
 from processor.errors import InstallationBusy, LockLost
-from processor.reports.lock import LeaseLock
+from processor.installation.lock import LeaseLock
 directory = Path(sys.argv[1])
 signals = directory.parent
 lock = LeaseLock(directory, lease_s=30)

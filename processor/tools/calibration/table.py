@@ -14,17 +14,17 @@ import numpy as np
 import pandas as pd
 
 from processor.analysis import analyse
-from processor.calibration.description import Description, expected_usage, load_description
-from processor.calibration.netusage import (
+from processor.errors import NotAnalysable
+from processor.reports.files import read_report, report_candidates
+from processor.reports.windows import load_candidates, select_window
+from processor.tools.calibration.description import Description, expected_usage, load_description
+from processor.tools.calibration.netusage import (
     NET_USAGE_SEPARATOR,
     group_network_usage,
     local_times,
     read_network_usage,
 )
-from processor.calibration.progress import ProgressBar
-from processor.errors import NotAnalysable
-from processor.reports.files import read_report, report_candidates
-from processor.reports.windows import load_candidates, select_window
+from processor.tools.calibration.progress import ProgressBar
 
 #: Actual usage (share of capacity) at or below which the relative error uses the absolute error (tools spec §2.8).
 ACTUAL_USAGE_FLOOR = 0.05
@@ -170,7 +170,7 @@ def calibration_table(
     The calibration table: one row per batch, sorted by ``batch_start``, columns :data:`COLUMNS`.
 
     Measured values come from the results (unclamped usage, change D4), the expected usage from
-    :func:`~processor.calibration.description.expected_usage`. A batch that could not be analysed keeps its name,
+    :func:`~processor.tools.calibration.description.expected_usage`. A batch that could not be analysed keeps its name,
     start and reason, with empty cells elsewhere. With ``network_groups`` (tools spec §2.7), group i is paired
     **by position** with the i-th analysed row that has an expected usage (the original's table), over the shorter
     of the two; its rate divided by the description's capacity is the actual usage.

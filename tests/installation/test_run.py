@@ -1,4 +1,4 @@
-"""Tests of processor.reports.installation: one complete run over an installation (windows spec §9.2, §10)."""
+"""Tests of processor.installation.run: one complete run over an installation (windows spec §9.2, §10)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processor.api import ApiClient
+from processor.delivery.failed_results import list_failed_results
+from processor.delivery.ip_to_as import Pfx2asBackend, Resolver
+from processor.delivery.tixapi import ApiClient
 from processor.errors import NotAnalysable
-from processor.failed_results import list_failed_results
-from processor.ip_to_as import Pfx2asBackend, Resolver
-from processor.reports import installation as installation_module
+from processor.installation import run as installation_module
+from processor.installation.lock import LOCK_NAME, Holder, LeaseLock
+from processor.installation.run import run_installation
+from processor.installation.state import STATE_NAME, State, read_state, write_state
+from processor.observations import observations
 from processor.reports.files import write_report
-from processor.reports.installation import run_installation
-from processor.reports.lock import LOCK_NAME, Holder, LeaseLock
-from processor.reports.records import observations
-from processor.reports.state import STATE_NAME, State, read_state, write_state
 from processor.reports.windows import window_id
 from tests.fake_api import FakeApi
 from tests.test_atomic import _SlowFsync
@@ -259,7 +259,7 @@ class TestNormalRun:
     def test_real_analysis_of_simulated_reports(self, tree, api):
         """The real processor.analysis.analyse on 40 simulated minutes: windows are posted with finite values."""
         from processor.analysis import analyse
-        from processor.simulate import simulate_installation, split_into_reports
+        from processor.tools.simulate import simulate_installation, split_into_reports
 
         rng = np.random.default_rng(20231114)
         data, _ = simulate_installation(rng, minutes=40)

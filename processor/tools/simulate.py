@@ -43,8 +43,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from processor.observations import Observations, observations
 from processor.reports.files import write_report
-from processor.reports.records import Observations, observations
 
 #: One day of nanoseconds: the size of the midnight wrap.
 DAY_NS = 86_400 * 10**9

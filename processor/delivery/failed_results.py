@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from processor.api import build_payload, check_results, encode_json
 from processor.atomic import atomic_write_bytes, fsync_directory
+from processor.delivery.tixapi import build_payload, check_results, encode_json
 from processor.errors import ApiError, ApiRejected, BadFailedResult
 
 if TYPE_CHECKING:
-    from processor.api import ApiClient
     from processor.config import UsageEstimator
-    from processor.ip_to_as import Resolver
+    from processor.delivery.ip_to_as import Resolver
+    from processor.delivery.tixapi import ApiClient
 
 logger = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ def resend_failed_results(
     should_continue : callable, optional
         Asked before each file; false stops the pass (the run's time budget, §3.5).
     usage_estimator : {"v2", "queueing"}
-        What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``, see :func:`processor.api.build_payload`).
+        What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``; :func:`processor.delivery.tixapi.build_payload`).
 
     Raises
     ------

@@ -35,11 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from processor.delivery.failed_results import FAILED_RESULTS_DIR, REJECTED_DIR, list_failed_results
 from processor.errors import UnusableReport
-from processor.failed_results import FAILED_RESULTS_DIR, REJECTED_DIR, list_failed_results
+from processor.installation.lock import DEFAULT_LEASE_S, LOCK_NAME, Holder, pid_alive
+from processor.installation.state import STATE_NAME, LastWindow, State, StateFormatError
 from processor.reports.files import is_young, read_report, report_candidates
-from processor.reports.lock import DEFAULT_LEASE_S, LOCK_NAME, Holder, pid_alive
-from processor.reports.state import STATE_NAME, LastWindow, State, StateFormatError
 from processor.reports.tree import InstallationDir, installation_dirs
 from processor.reports.windows import Candidate, Selection, iter_windows
 
@@ -151,7 +151,7 @@ def peek_state(directory: Path) -> tuple[StateCondition, State | None]:
     """
     Parse the state file of an installation directory, read-only.
 
-    Unlike :func:`processor.reports.state.read_state`, a corrupt file is left where it is (the next run sets it
+    Unlike :func:`processor.installation.state.read_state`, a corrupt file is left where it is (the next run sets it
     aside); it comes back as ``("corrupt", None)``. A missing file is ``("missing", None)``, an unreadable one
     ``("unreadable", None)``.
     """

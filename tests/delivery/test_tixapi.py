@@ -1,4 +1,4 @@
-"""Tests of processor.api against a real HTTP server on 127.0.0.1 playing tix-api (tests/fake_api.py)."""
+"""Tests of processor.delivery.tixapi against a real HTTP server on 127.0.0.1 playing tix-api (tests/fake_api.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from processor import __version__
-from processor.api import (
+from processor.config import Config
+from processor.delivery.tixapi import (
     ApiClient,
     api_base_url,
     build_payload,
@@ -22,7 +23,6 @@ from processor.api import (
     encode_json,
     warn_if_missing_credentials,
 )
-from processor.config import Config
 from processor.errors import ApiRejected, ApiUnavailable
 from tests.fake_api import Behaviour, FakeApi
 
@@ -323,7 +323,10 @@ class TestFailures:
     def test_wrong_credentials_are_rejected_once_with_an_error_log_and_no_secret(self, fake_api, sleep, caplog):
         client = ApiClient(fake_api.base_url, user=USER, password="wrong-password", timeout_s=5, sleep=sleep)
 
-        with caplog.at_level(logging.DEBUG, logger="processor.api"), pytest.raises(ApiUnavailable) as caught:
+        with (
+            caplog.at_level(logging.DEBUG, logger="processor.delivery.tixapi"),
+            pytest.raises(ApiUnavailable) as caught,
+        ):
             client.post("23", "41", payload())
 
         assert (caught.value.reason, caught.value.status, caught.value.attempts) == ("credentials_rejected", 401, 1)
@@ -485,12 +488,12 @@ class TestFailures:
 
 class TestMissingCredentialsWarning:
     def test_is_logged_once_per_process(self, caplog, monkeypatch):
-        import processor.api
+        import processor.delivery.tixapi
 
-        monkeypatch.setattr(processor.api, "_missing_credentials_warned_pid", None)
+        monkeypatch.setattr(processor.delivery.tixapi, "_missing_credentials_warned_pid", None)
         client = ApiClient("http://127.0.0.1:9", user=None, password=None, timeout_s=1)
 
-        with caplog.at_level(logging.WARNING, logger="processor.api"):
+        with caplog.at_level(logging.WARNING, logger="processor.delivery.tixapi"):
             assert warn_if_missing_credentials(client) is True
             assert warn_if_missing_credentials(client) is True
 
@@ -501,7 +504,7 @@ class TestMissingCredentialsWarning:
     def test_nothing_is_logged_with_credentials(self, caplog):
         client = ApiClient("http://127.0.0.1:9", user=USER, password=PASSWORD, timeout_s=1)
 
-        with caplog.at_level(logging.WARNING, logger="processor.api"):
+        with caplog.at_level(logging.WARNING, logger="processor.delivery.tixapi"):
             assert warn_if_missing_credentials(client) is False
 
         assert caplog.records == []

@@ -1,4 +1,4 @@
-"""Tests of processor.ip_to_as: the rules of service.md §7 with a real MariaDB and real prefix files."""
+"""Tests of processor.delivery.ip_to_as: the rules of service.md §7 with a real MariaDB and real prefix files."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from processor.config import Config
-from processor.errors import ResolverUnavailable
-from processor.ip_to_as import (
+from processor.delivery.ip_to_as import (
     NO_AS,
     AsInfo,
     MysqlBackend,
@@ -30,6 +29,7 @@ from processor.ip_to_as import (
     process_resolver,
     resolver_from_config,
 )
+from processor.errors import ResolverUnavailable
 
 MARIADB = ("127.0.0.1", 3306)
 
@@ -214,7 +214,7 @@ class TestPfx2asBackend:
     def test_lookups_with_names(self, pfx2as_files, caplog):
         backend = Pfx2asBackend(*pfx2as_files)
 
-        with caplog.at_level(logging.INFO, logger="processor.ip_to_as"):
+        with caplog.at_level(logging.INFO, logger="processor.delivery.ip_to_as"):
             google = backend.lookup(ipaddress.ip_address("8.8.8.8"))
 
         assert google == AsInfo(15169, "GOOGLE - Google LLC, US")
@@ -314,7 +314,7 @@ class TestResolver:
         backend = CountingBackend({"8.8.8.8": AsInfo(15169, None)}, fail=True)
         resolver = Resolver(backend, clock=clock)
 
-        with caplog.at_level(logging.WARNING, logger="processor.ip_to_as"):
+        with caplog.at_level(logging.WARNING, logger="processor.delivery.ip_to_as"):
             during = [resolver.resolve("8.8.8.8")]
             clock.now += 59
             during.append(resolver.resolve("1.1.1.1"))
@@ -369,7 +369,7 @@ class TestResolver:
     def test_missing_prefix_file_resolves_to_null(self, tmp_path, caplog):
         config = Config.from_env({"TIX_IPTOAS_BACKEND": "pfx2as", "TIX_IPTOAS_PFX2AS_FILE": str(tmp_path / "gone")})
 
-        with caplog.at_level(logging.WARNING, logger="processor.ip_to_as"):
+        with caplog.at_level(logging.WARNING, logger="processor.delivery.ip_to_as"):
             answer = resolver_from_config(config).resolve("8.8.8.8")
 
         assert answer == NO_AS
@@ -558,7 +558,7 @@ class TestMysqlBackend:
             port = probe.getsockname()[1]
         resolver = Resolver(mysql_backend("iptoas", port=port))
 
-        with caplog.at_level(logging.WARNING, logger="processor.ip_to_as"):
+        with caplog.at_level(logging.WARNING, logger="processor.delivery.ip_to_as"):
             answers = [resolver.resolve("8.8.8.8"), resolver.resolve("1.1.1.1")]
 
         assert answers == [NO_AS, NO_AS]

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processor import simulate
+from processor.observations import OBSERVATION_DTYPE, SHORT
 from processor.reports.files import parse_address, read_report, report_candidates
-from processor.reports.records import OBSERVATION_DTYPE, SHORT, window_observations
-from processor.simulate import (
+from processor.reports.records import window_observations
+from processor.tools import simulate
+from processor.tools.simulate import (
     DAY_NS,
     DEFAULT_START_S,
     draw_address,

@@ -1,4 +1,4 @@
-"""Tests of processor.failed_results: backed-up results (service.md §6) with real files and a real fake tix-api."""
+"""Tests of processor.delivery.failed_results: backed-up results (service.md §6), real files, a real fake tix-api."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.api import ApiClient, build_payload, encode_json
-from processor.errors import BadFailedResult
-from processor.failed_results import (
+from processor.delivery.failed_results import (
     delete_failed_result,
     ensure_failed_results_dir,
     failed_result_bytes,
@@ -23,7 +21,9 @@ from processor.failed_results import (
     resend_failed_results,
     write_failed_result,
 )
-from processor.ip_to_as import AsInfo
+from processor.delivery.ip_to_as import AsInfo
+from processor.delivery.tixapi import ApiClient, build_payload, encode_json
+from processor.errors import BadFailedResult
 from tests.fake_api import Behaviour, FakeApi
 
 USER, PASSWORD = "admin", "secret"
@@ -348,7 +348,7 @@ class TestResend:
         for timestamp in (300, 100, 200):
             write_failed_result(failed_dir, results(timestamp), ip="200.40.1.2", asn=6057, as_owner="ANTEL")
 
-        with caplog.at_level(logging.INFO, logger="processor.failed_results"):
+        with caplog.at_level(logging.INFO, logger="processor.delivery.failed_results"):
             summary = resend(failed_dir, client_for(fake_api))
 
         posted = [r["json"] for r in fake_api.accepted()]
@@ -410,13 +410,13 @@ class TestResend:
             write_failed_result(failed_dir, results(timestamp), ip="200.40.1.2", asn=None, as_owner=None)
         fake_api.script(Behaviour(status=422))
 
-        with caplog.at_level(logging.WARNING, logger="processor.failed_results"):
+        with caplog.at_level(logging.WARNING, logger="processor.delivery.failed_results"):
             summary = resend(failed_dir, client_for(fake_api))
 
         assert (summary.resent, summary.rejected, summary.api_unusable) == (1, 1, False)
         assert names(failed_dir) == ["rejected"]
         assert names(failed_dir / "rejected") == ["failed-report-100.json"]
-        mine = [r for r in caplog.records if r.name == "processor.failed_results"]
+        mine = [r for r in caplog.records if r.name == "processor.delivery.failed_results"]
         assert [r.getMessage().split(" user=")[0] for r in mine] == ["failed result rejected"]
 
     def test_unreadable_file_is_rejected_without_a_request(self, failed_dir, fake_api):

@@ -1,4 +1,4 @@
-"""Tests of processor.status: the read-only status of the reports tree (issue 5, item 3)."""
+"""Tests of processor.tools.status: the read-only status of the reports tree (issue 5, item 3)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processor import status
+from processor.installation.lock import LOCK_NAME, Holder
+from processor.installation.state import STATE_NAME, Attempt, Counters, LastWindow, State, write_state
+from processor.observations import observations
 from processor.reports.files import read_report, report_candidates, write_report
-from processor.reports.lock import LOCK_NAME, Holder
-from processor.reports.records import observations
-from processor.reports.state import STATE_NAME, Attempt, Counters, LastWindow, State, write_state
 from processor.reports.tree import InstallationDir
 from processor.reports.windows import select_window
-from processor.simulate import simulate_tree
+from processor.tools import status
+from processor.tools.simulate import simulate_tree
 
 #: A fixed "now" for tests that do not depend on file ages (Unix seconds, 2024-01-01 00:00:00 UTC).
 NOW_S = 1_704_067_200.0

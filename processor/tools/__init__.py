@@ -1,0 +1,1 @@
+"""Operator and researcher tools beside the service: status, the report generator, calibration."""
