@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import secrets
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from processor.atomic import DeferredEffects, atomic_write_bytes
 from processor.errors import InstallationBusy, LockLost
@@ -36,6 +38,9 @@ SKEW_S = 30.0
 
 #: Acquisition attempts per task before the installation counts as busy.
 MAX_ACQUIRE_ATTEMPTS = 3
+
+#: Largest number of bytes of a lock file read (a lock holds about 150).
+MAX_LOCK_BYTES = 65536
 
 #: Pause between renewal retries after a failed renewal, in seconds (at most lease/3).
 RENEW_RETRY_S = 5.0
@@ -110,15 +115,84 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _read(path: Path) -> tuple[bytes, float] | None:
-    """Bytes and mtime (Unix seconds) of ``path`` without following a link; None if it is gone."""
+@dataclass(frozen=True, slots=True)
+class LockFile:
+    """A lock file as read: its bytes, its mtime and the holder they name (None: empty or not a lock)."""
+
+    data: bytes
+    mtime_s: float  #: Unix seconds
+    holder: Holder | None
+
+
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """
+    What a lock file means at one moment, by the rule the lock itself takes over with (windows spec §8).
+
+    ``expires_at`` is the holder's, or the file's mtime plus the lease when the content is not a lock (a holder
+    that died while writing it). The lock is ``stale`` -- another process may take it over now -- when its holder
+    is a process of this host that no longer exists (``"dead_process"``), or when ``now > expires_at + SKEW_S``
+    (``"expired"``): the 30 s of clock skew allowed between machines sharing the volume are waited for too.
+    """
+
+    holder: Holder | None
+    expires_at: float  #: Unix seconds
+    stale: bool
+    stale_reason: Literal["expired", "dead_process"] | None
+
+
+def read_lock_file(directory: Path) -> LockFile | None:
+    """
+    The lock file of an installation directory, read without taking it; None when there is none.
+
+    Raises ``OSError`` for any other I/O error, and when the lock path is a symbolic link or not a regular file
+    (not a lock this service wrote; never followed nor waited on).
+    """
+    path = directory / LOCK_NAME
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError):
         return None
     with os.fdopen(fd, "rb") as handle:
-        mtime_s = os.fstat(handle.fileno()).st_mtime
-        return handle.read(65536), mtime_s
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "lock path is not a regular file", str(path))
+        data = handle.read(MAX_LOCK_BYTES)
+    return LockFile(data, info.st_mtime, Holder.from_json(data))
+
+
+def read_holder(directory: Path) -> Holder | None:
+    """The holder named by the lock file of ``directory``; None when there is no lock file or it names none."""
+    lock_file = read_lock_file(directory)
+    return lock_file.holder if lock_file is not None else None
+
+
+def judge_lock(lock_file: LockFile, now_s: float, *, lease_s: float, host: str) -> LockState:
+    """The :class:`LockState` of ``lock_file`` at ``now_s`` (Unix seconds) seen from machine ``host``."""
+    holder = lock_file.holder
+    expires_at = holder.expires_at if holder is not None else lock_file.mtime_s + lease_s
+    reason: Literal["expired", "dead_process"] | None = None
+    if holder is not None and holder.host == host and not pid_alive(holder.pid):
+        reason = "dead_process"
+    elif now_s > expires_at + SKEW_S:
+        reason = "expired"
+    return LockState(holder, expires_at, reason is not None, reason)
+
+
+def lock_state(
+    directory: Path, now_s: float, *, lease_s: float = DEFAULT_LEASE_S, host: str | None = None
+) -> LockState | None:
+    """
+    The :class:`LockState` of the lock file of ``directory`` at ``now_s``; None when there is no lock file.
+
+    ``lease_s`` dates an unparseable lock (default: the default lease); ``host`` is this machine's name (default
+    ``socket.gethostname()``). ``OSError`` as for :func:`read_lock_file`.
+    """
+    lock_file = read_lock_file(directory)
+    if lock_file is None:
+        return None
+    return judge_lock(lock_file, now_s, lease_s=lease_s, host=host if host is not None else socket.gethostname())
 
 
 def _read_bytes(path: Path) -> bytes | None:
@@ -259,17 +333,12 @@ class LeaseLock:
                 if self._renew:
                     _RENEWER.add(self, self.lease_s / 3)
                 return
-            seen = _read(self.path)
+            seen = read_lock_file(self.directory)
             if seen is None:
                 continue  # released meanwhile: start again with the exclusive create
-            data, mtime_s = seen
-            current = Holder.from_json(data)
-            expiry = current.expires_at if current is not None else mtime_s + self.lease_s
-            dead = current is not None and current.host == self.host and not pid_alive(current.pid)
-            holder = _describe(current, expiry)
-            if not dead and self._clock() <= expiry + SKEW_S:
-                raise InstallationBusy(self.directory, holder)
-            if not self._take_over(data, current, expiry, "dead_holder" if dead else "expired"):
+            judged = judge_lock(seen, self._clock(), lease_s=self.lease_s, host=self.host)
+            holder = _describe(judged)
+            if not judged.stale or not self._take_over(seen.data, judged):
                 raise InstallationBusy(self.directory, holder)
         raise InstallationBusy(self.directory, holder)
 
@@ -304,7 +373,7 @@ class LeaseLock:
         self._written = (content, self.expires_at)
         return True
 
-    def _take_over(self, judged: bytes, previous: Holder | None, expiry: float, reason: str = "expired") -> bool:
+    def _take_over(self, judged: bytes, state: LockState) -> bool:
         """
         Remove an expired lock whose bytes were ``judged``; True when the caller may create a new one.
 
@@ -316,16 +385,15 @@ class LeaseLock:
             os.rename(self.path, stale)
         except FileNotFoundError:
             return True  # gone meanwhile: start again with the exclusive create
-        renamed = _read(stale)
-        if renamed is not None and renamed[0] == judged:
+        if _read_bytes(stale) == judged:
             os.unlink(stale)
             logger.warning(
                 "lock taken over directory=%s reason=%s holder_host=%s holder_pid=%s expires_at=%s",
                 self.directory,
-                reason,
-                previous.host if previous is not None else None,
-                previous.pid if previous is not None else None,
-                f"{expiry:.3f}",
+                state.stale_reason,
+                state.holder.host if state.holder is not None else None,
+                state.holder.pid if state.holder is not None else None,
+                f"{state.expires_at:.3f}",
             )
             return True
         with contextlib.suppress(FileExistsError, FileNotFoundError):
@@ -434,7 +502,7 @@ class LeaseLock:
         self.release()
 
 
-def _describe(holder: Holder | None, expiry: float) -> str:
-    if holder is None:
-        return f"unknown holder expiring at {expiry:.3f}"
-    return f"host={holder.host} pid={holder.pid} expires_at={expiry:.3f}"
+def _describe(state: LockState) -> str:
+    if state.holder is None:
+        return f"unknown holder expiring at {state.expires_at:.3f}"
+    return f"host={state.holder.host} pid={state.holder.pid} expires_at={state.expires_at:.3f}"

@@ -39,7 +39,7 @@ INTEGER_COUNTERS = (
 
 
 class StateFormatError(ValueError):
-    """The bytes of a state file do not hold a state of format 1 (internal: read_state sets the file aside)."""
+    """The bytes of a state file do not hold a state of format 1 (:func:`read_state` sets such a file aside)."""
 
 
 def _frozen_counts(counts: Mapping[str, int] | None = None) -> Mapping[str, int]:
@@ -234,6 +234,23 @@ def utc_now_iso(now_s: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if now_s is None else now_s, tz=UTC).isoformat()
 
 
+def load_state(directory: Path) -> State | None:
+    """
+    The state file of an installation directory as parsed, read-only; None when there is none.
+
+    Raises :class:`StateFormatError` when the file is corrupt (left where it is) and ``OSError`` when it cannot be
+    read, including when its path is a symbolic link (never followed: the service writes the file by rename).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(directory / STATE_NAME, flags)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read()
+    return State.from_json(data)
+
+
 def read_state(
     directory: Path,
     *,
@@ -268,11 +285,7 @@ def read_state(
     """
     path = directory / STATE_NAME
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return State()
-    try:
-        return State.from_json(data)
+        return load_state(directory) or State()
     except StateFormatError as exc:
         problem = str(exc)
     if not set_aside:

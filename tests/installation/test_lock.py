@@ -17,7 +17,7 @@ import pytest
 
 from processor.errors import InstallationBusy, LockLost
 from processor.installation import lock as lock_module
-from processor.installation.lock import LOCK_NAME, STALE_PREFIX, Holder, LeaseLock
+from processor.installation.lock import LOCK_NAME, STALE_PREFIX, Holder, LeaseLock, LockState
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,7 +197,7 @@ class TestAcquire:
         lock = LeaseLock(installation, renew=False)
         lock.token = "t" * 32
 
-        may_create = lock._take_over(judged, None, 1.0)
+        may_create = lock._take_over(judged, LockState(None, 1.0, True, "expired"))
 
         assert not may_create
         assert fresh == (installation / LOCK_NAME).read_bytes()
@@ -361,3 +361,51 @@ class TestRelease:
 
         with pytest.raises(LockLost):
             lock.fence()
+
+
+class TestLockState:
+    """The public reading of a lock, shared by the lock's takeover and by ``status``."""
+
+    def test_no_lock_file_reads_as_none(self, installation):
+        assert lock_module.read_holder(installation) is None
+        assert lock_module.lock_state(installation, time.time()) is None
+
+    def test_a_holder_is_read_without_taking_the_lock(self, installation):
+        data = write_holder(installation, host="elsewhere", pid=9, expires_at=1000.0)
+
+        assert Holder.from_json(data) == lock_module.read_holder(installation)
+        assert data == (installation / LOCK_NAME).read_bytes()
+
+    def test_a_lock_is_stale_as_expired_only_30_s_after_its_expiry(self, installation):
+        write_holder(installation, host="elsewhere", pid=9, expires_at=1000.0)
+
+        live = lock_module.lock_state(installation, 1030.0, host="here")
+        stale = lock_module.lock_state(installation, 1030.5, host="here")
+
+        assert (1000.0, False, None) == (live.expires_at, live.stale, live.stale_reason)
+        assert (1000.0, True, "expired") == (stale.expires_at, stale.stale, stale.stale_reason)
+
+    def test_a_dead_process_of_this_host_is_stale_before_its_expiry(self, installation):
+        write_holder(installation, host="here", pid=2**22 + 12345, expires_at=time.time() + 100)
+
+        state = lock_module.lock_state(installation, time.time(), host="here")
+
+        assert (True, "dead_process") == (state.stale, state.stale_reason)
+
+    def test_an_unparseable_lock_expires_a_lease_after_its_mtime(self, installation):
+        path = installation / LOCK_NAME
+        path.write_bytes(b"{")
+        os.utime(path, (500.0, 500.0))
+
+        state = lock_module.lock_state(installation, 680.0, lease_s=120, host="here")
+
+        assert (None, 620.0, True, "expired") == (state.holder, state.expires_at, state.stale, state.stale_reason)
+        assert lock_module.read_holder(installation) is None
+
+    def test_a_link_in_place_of_the_lock_is_an_error_not_followed(self, installation, tmp_path):
+        target = tmp_path / "elsewhere.json"
+        target.write_bytes(Holder("h", 1, "t" * 32, 0.0, 1.0).to_json())
+        (installation / LOCK_NAME).symlink_to(target)
+
+        with pytest.raises(OSError):
+            lock_module.lock_state(installation, time.time())

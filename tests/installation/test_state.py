@@ -8,7 +8,17 @@ import stat
 
 import pytest
 
-from processor.installation.state import STATE_NAME, Attempt, Counters, LastWindow, State, read_state, write_state
+from processor.installation.state import (
+    STATE_NAME,
+    Attempt,
+    Counters,
+    LastWindow,
+    State,
+    StateFormatError,
+    load_state,
+    read_state,
+    write_state,
+)
 
 
 def last_window(**changes) -> LastWindow:
@@ -125,6 +135,36 @@ class TestReadState:
         (tmp_path / STATE_NAME).write_bytes(b'{"format": 1, "last_window": null, "attempt": null, "counters": {}}')
 
         assert Counters() == read_state(tmp_path).counters
+
+
+class TestLoadState:
+    """The read-only reading that ``status`` shares with the run."""
+
+    def test_a_missing_file_is_none(self, tmp_path):
+        assert load_state(tmp_path) is None
+
+    def test_reads_back_what_was_written(self, tmp_path):
+        state = State(attempt=Attempt("cd" * 32, 2), counters=Counters(posted=3))
+        write_state(tmp_path, state)
+
+        assert state == load_state(tmp_path)
+
+    def test_a_corrupt_file_raises_and_stays_in_place(self, tmp_path):
+        (tmp_path / STATE_NAME).write_bytes(b'{"format": 2}')
+
+        with pytest.raises(StateFormatError):
+            load_state(tmp_path)
+
+        assert [STATE_NAME] == [path.name for path in tmp_path.iterdir()]
+
+    def test_a_link_in_place_of_the_state_file_is_not_followed(self, tmp_path):
+        target = tmp_path / "elsewhere"
+        write_state(target.parent, State())
+        (tmp_path / STATE_NAME).rename(target)
+        (tmp_path / STATE_NAME).symlink_to(target)
+
+        with pytest.raises(OSError):
+            load_state(tmp_path)
 
 
 class TestTransitions:
