@@ -26,6 +26,8 @@ UnusableReason = Literal[
     "bad_base64",
     "bad_record_length",
     "no_records",
+    "unreadable",  # H4: open refused for lack of permission (EACCES, EPERM)
+    "implausible_time",  # H10: a ts before 2010-01-01 or more than a day after the file's mtime
 ]
 
 
@@ -117,6 +119,10 @@ class ResolverUnavailable(ProcessorError):
 
 
 BadFailedResultReason = Literal["unreadable", "not_json", "bad_results", "bad_ip"]
+
+#: Why a failed result moved to ``failed-results/rejected/``: a bad file, its content refused by tix-api (S6), or a
+#: 5xx for it alone in 3 runs while the API accepted other results (H9).
+RejectedReason = Literal[BadFailedResultReason, "content_rejected", "refused_while_api_up"]
 
 
 class BadFailedResult(ProcessorError):

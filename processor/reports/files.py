@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import functools
 import ipaddress
 import json
@@ -27,6 +28,15 @@ MAX_REPORT_BYTES = 1 << 20
 
 #: A report file that is unusable and younger than this, in seconds, may still be being written by the condenser.
 YOUNG_FILE_S = 60.0
+
+#: A modification time further ahead of now than this, in seconds, is not trusted to make a file young (H5).
+MAX_MTIME_AHEAD_S = 60.0
+
+#: Earliest plausible observation time, Unix seconds (2010-01-01T00:00:00Z): no working client is older (H10).
+EARLIEST_TS = 1_262_304_000
+
+#: Largest plausible lead of an observation's ts over its file's modification time, in seconds (H10).
+MAX_TS_AHEAD_OF_MTIME_S = 86_400
 
 #: The 12 required keys and the JSON type each must have (``int`` excludes ``bool``).
 REQUIRED_KEYS: dict[str, type] = {
@@ -168,8 +178,13 @@ def _decode_message(text: str) -> bytes:
         return base64.b64decode(text, validate=True)
 
 
-def parse_report(data: bytes, path: Path, mtime_s: float) -> Report:
-    """Validate the bytes of a report file (reports spec §2.1, checks 5-10 of §5.1) and return the report."""
+def parse_report(data: bytes, path: Path, mtime_s: float, *, check_time: bool = True) -> Report:
+    """
+    Validate the bytes of a report file (reports spec §2.1, checks 5-10 of §5.1, then H10) and return the report.
+
+    ``check_time=False`` skips H10 (``implausible_time``): the batch formatter cuts archived client logs with the
+    selection of changes D5, S1 and D12 only (tools spec §1.2).
+    """
 
     def unusable(reason: Any, detail: str = "") -> UnusableReport:
         return UnusableReport(path, reason, detail, mtime_s)
@@ -200,21 +215,27 @@ def parse_report(data: bytes, path: Path, mtime_s: float) -> Report:
         raise unusable("bad_record_length", f"{len(message)} bytes")
     if not message:
         raise unusable("no_records")
+    records = decode_records(message)
+    earliest, latest = int(records["ts"].min()), int(records["ts"].max())
+    if check_time and (earliest < EARLIEST_TS or latest > mtime_s + MAX_TS_AHEAD_OF_MTIME_S):
+        # H10: one such file would push a result timestamp into the far future or drop real reports by the gap rule.
+        raise unusable("implausible_time", f"ts from {earliest} to {latest}, file modified at {int(mtime_s)}")
     return Report(
         path=path,
         ip=ip,
         user_id=document["userId"],
         installation_id=document["installationId"],
-        observations=decode_records(message),
+        observations=records,
         mtime_s=mtime_s,
     )
 
 
-def read_report(path: Path, info: os.stat_result | None = None) -> Report:
+def read_report(path: Path, info: os.stat_result | None = None, *, check_time: bool = True) -> Report:
     """
-    Read and validate one report or client-log file, never following a symbolic link.
+    Read and validate one report or client-log file, never following a symbolic link, opening no FIFO or device.
 
-    ``info`` is the caller's ``os.lstat(path)`` when it has just taken one (it is not taken again).
+    ``info`` is the caller's ``os.lstat(path)`` when it has just taken one (it is not taken again);
+    ``check_time`` as for :func:`parse_report`.
 
     Raises :class:`UnusableReport` with the reason code of reports spec §5.1 (its ``mtime_s`` tells the caller
     whether the file is young), ``FileNotFoundError`` when the file vanished, and ``OSError`` on an I/O error.
@@ -229,10 +250,21 @@ def read_report(path: Path, info: os.stat_result | None = None) -> Report:
         raise UnusableReport(path, "too_large", f"{info.st_size} bytes", info.st_mtime)
     if info.st_size == 0:
         raise UnusableReport(path, "empty", mtime_s=info.st_mtime)
-    # O_NOFOLLOW: the entry may have been swapped for a link since lstat. Plain os.read: a buffered file object
-    # costs three more system calls per report (fstat, ioctl, lseek), a tenth of a window's reading.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # O_NOFOLLOW and O_NONBLOCK: the entry may have been swapped for a link or a FIFO since lstat; opening a FIFO
+    # without O_NONBLOCK waits for a writer for ever. Plain os.read: a buffered file object costs three more
+    # system calls per report (fstat, ioctl, lseek), a tenth of a window's reading.
     try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError as exc:
+        # H4: a property of the file, not of the volume: quarantined when old, like any unusable report.
+        raise UnusableReport(path, "unreadable", exc.strerror or "", info.st_mtime) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # swapped for a symbolic link since lstat
+            raise UnusableReport(path, "symlink", mtime_s=info.st_mtime) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO or a device since lstat
+            raise UnusableReport(path, "not_regular_file", mtime_s=info.st_mtime)
         # Ask for the size lstat saw plus one byte (a file that grew shows as longer): a read of 1 MiB + 1
         # would allocate that much for every 4.5 KB report.
         data = _read_up_to(fd, min(info.st_size, MAX_REPORT_BYTES) + 1)
@@ -244,7 +276,7 @@ def read_report(path: Path, info: os.stat_result | None = None) -> Report:
         raise UnusableReport(path, "too_large", "grew while read", info.st_mtime)
     if not data:
         raise UnusableReport(path, "empty", mtime_s=info.st_mtime)
-    return parse_report(data, path, info.st_mtime)
+    return parse_report(data, path, info.st_mtime, check_time=check_time)
 
 
 def _read_up_to(fd: int, size: int) -> bytes:
@@ -259,9 +291,18 @@ def _read_up_to(fd: int, size: int) -> bytes:
     return b"".join(chunks)  # a single chunk comes back as is, not copied
 
 
+def is_young_mtime(mtime_s: float | None, now_s: float) -> bool:
+    """
+    True when a file modified at ``mtime_s`` (Unix seconds) is young at ``now_s``: less than 60 s old.
+
+    An unknown time, and one more than 60 s ahead of ``now_s`` (H5: an age that cannot be trusted), count as old.
+    """
+    return mtime_s is not None and -MAX_MTIME_AHEAD_S <= now_s - mtime_s < YOUNG_FILE_S
+
+
 def is_young(error: UnusableReport, now_s: float) -> bool:
-    """True when an unusable file was modified less than 60 s before ``now_s``: leave it for a later run."""
-    return error.mtime_s is not None and now_s - error.mtime_s < YOUNG_FILE_S
+    """True when an unusable file is young (:func:`is_young_mtime`): leave it for a later run."""
+    return is_young_mtime(error.mtime_s, now_s)
 
 
 def report_candidates(directory: Path) -> list[str]:

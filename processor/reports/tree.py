@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import stat
@@ -10,7 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from processor.logs import EventLogger, event_logger
+
+log = event_logger(__name__)
 
 #: A canonical positive decimal id (change D12): no sign, no leading zero, at most 19 digits.
 _ID = re.compile(r"[1-9][0-9]{0,18}\Z")
@@ -41,18 +42,22 @@ class InstallationDir:
         return str(self.installation)
 
 
-def _id_directories(directory: Path, what: str) -> list[tuple[int, Path]]:
-    """The real sub-directories of ``directory`` named by a canonical id, in numeric order; warns about others."""
+def _id_directories(directory: Path, what: str, context: EventLogger = log) -> list[tuple[int, Path]]:
+    """
+    The real sub-directories of ``directory`` named by a canonical id, in numeric order.
+
+    Others are skipped with a WARNING whose field ``what`` is the entry's name (escaped, H6).
+    """
     found = []
     with os.scandir(directory) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if not is_canonical_id(entry.name):
-                logger.warning("skipping entry not named by a decimal id %s=%s path=%s", what, entry.name, entry.path)
+                context.bind(**{what: entry.name}).warning("skipping entry not named by a decimal id", path=entry.path)
                 continue
             if not stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):
-                logger.warning("skipping entry, not a real directory %s=%s path=%s", what, entry.name, entry.path)
+                context.bind(**{what: entry.name}).warning("skipping entry, not a real directory", path=entry.path)
                 continue
             found.append((int(entry.name), Path(entry.path)))
     found.sort()
@@ -69,9 +74,9 @@ def installation_dirs(base: Path) -> Iterator[InstallationDir]:
     """
     for user, user_path in _id_directories(base, "user"):
         try:
-            installations = _id_directories(user_path, "installation")
+            installations = _id_directories(user_path, "installation", log.bind(user=user))
         except OSError as exc:
-            logger.error("cannot list user directory user=%s error=%s", user, exc.strerror or exc)
+            log.error("cannot list user directory", user=user, error=exc.strerror or exc)
             continue
         for installation, path in installations:
             yield InstallationDir(user, installation, path)

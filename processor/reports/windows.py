@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from processor.errors import UnusableReason, UnusableReport
+from processor.logs import event_logger
 from processor.observations import Observations
-from processor.reports.files import YOUNG_FILE_S, Report
+from processor.reports.files import Report, is_young_mtime
 from processor.reports.records import window_observations
 
-logger = logging.getLogger(__name__)
+log = event_logger(__name__)
 
 #: Fewest observations (counted per file, duplicates and 'L' records included) that make a window: 1024 + 60.
 MIN_WINDOW_OBSERVATIONS = 1084
@@ -169,7 +169,8 @@ def select_window(candidates: Iterable[Candidate], *, now_s: float) -> Selection
         window is complete or after a young unusable one, so a generator that reads files reads only what
         the selection needs.
     now_s : float
-        Current time, Unix seconds, for the young/old rule of unusable files (60 s, reports spec §5.2).
+        Current time, Unix seconds, for the young/old rule of unusable files (60 s, reports spec §5.2; an mtime
+        more than 60 s ahead counts as old, H5).
         ``math.inf`` treats every unusable file as old (batch tools working on a static copy).
 
     Returns
@@ -199,7 +200,7 @@ def select_window(candidates: Iterable[Candidate], *, now_s: float) -> Selection
         scanned += 1
         if isinstance(candidate, UnusableReport):
             item = Invalid.from_error(candidate)
-            if item.mtime_s is not None and now_s - item.mtime_s < YOUNG_FILE_S:
+            if is_young_mtime(item.mtime_s, now_s):
                 # S5: the condenser may still be writing it; skipping it would break the chronological order.
                 young = item
                 break
@@ -245,7 +246,7 @@ def load_candidates(names: Iterable[str], load: Callable[[str], Report]) -> Iter
         except UnusableReport as error:
             yield error
         except FileNotFoundError:
-            logger.debug("report vanished name=%s", name)
+            log.debug("report vanished", name=name)
 
 
 def candidate_name(candidate: Candidate) -> str:

@@ -6,6 +6,8 @@ import base64
 import itertools
 import json
 import os
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,9 @@ import pytest
 from processor.errors import BadAddress, UnusableReport
 from processor.observations import observations
 from processor.reports.files import (
+    EARLIEST_TS,
     MAX_REPORT_BYTES,
+    MAX_TS_AHEAD_OF_MTIME_S,
     _decode_message,
     is_young,
     parse_address,
@@ -24,6 +28,8 @@ from processor.reports.files import (
     report_json,
     write_report,
 )
+from processor.reports.records import encode_records
+from tests.privileges import without_dac_override
 
 
 def _records(count: int = 60, start_ts: int = 1_700_000_000):
@@ -167,7 +173,7 @@ class TestUnusableReasons:
 
     def test_extra_padding_after_a_full_group_is_read_as_the_standard_decoder_reads_it(self, tmp_path):
         # base64.b64decode(validate=True) accepts "=" after a complete group; the fast decoder alone would not.
-        message = base64.b64encode(b"\0" * 45).decode() + "="
+        message = base64.b64encode(encode_records(_records(1))).decode() + "="
 
         report = read_report(_write(tmp_path, json.dumps(_document(message=message))))
 
@@ -203,6 +209,17 @@ class TestUnusableReasons:
 
         assert not is_young(caught.value, time.time())
         assert is_young(caught.value, caught.value.mtime_s + 59.9)
+
+    def test_a_file_dated_more_than_60_s_ahead_is_not_young(self, tmp_path):
+        """H5: a future mtime is no trustworthy age, so the file is judged as old."""
+        path = _write(tmp_path, b"")
+        now_s = time.time()
+        os.utime(path, (now_s + 61, now_s + 61))
+        with pytest.raises(UnusableReport) as caught:
+            read_report(path)
+
+        assert not is_young(caught.value, now_s)
+        assert is_young(caught.value, now_s + 1.1)  # 59.9 s ahead: within the tolerated clock difference
 
     def test_vanished_file_raises_file_not_found(self, tmp_path):
         with pytest.raises(FileNotFoundError):
@@ -251,3 +268,141 @@ def test_candidates_are_json_names_in_name_order_without_dot_files(tmp_path):
     (tmp_path / "failed-results").mkdir()
 
     assert ["tix-report-1.json", "tix-report-2.json"] == report_candidates(tmp_path)
+
+
+class TestImplausibleTime:
+    """H10: observations a working client cannot have made are an unusable report, reason ``implausible_time``."""
+
+    def _report(self, tmp_path: Path, first_ts: int, mtime_s: float, count: int = 60) -> Path:
+        path = write_report(tmp_path, _records(count, first_ts), from_address="1.2.3.4:1", user_id=1, installation_id=1)
+        os.utime(path, (mtime_s, mtime_s))
+        return path
+
+    def test_a_ts_before_2010_is_implausible(self, tmp_path):
+        path = self._report(tmp_path, EARLIEST_TS - 30, mtime_s=EARLIEST_TS + 100)  # 30 records before 2010
+
+        assert "implausible_time" == _reason(path)
+
+    def test_the_first_second_of_2010_is_plausible(self, tmp_path):
+        path = self._report(tmp_path, 1_262_304_000, mtime_s=1_262_304_100)  # 2010-01-01T00:00:00Z
+
+        assert 1_262_304_000 == read_report(path).first_ts
+
+    def test_a_ts_more_than_a_day_after_the_mtime_is_implausible(self, tmp_path):
+        """One record 10^12 s ahead made a POST timestamped 10^12 and the gap rule drop 13 real reports."""
+        records = _records(60)
+        records["ts"][30] = 10**12
+        path = write_report(tmp_path, records, from_address="1.2.3.4:1", user_id=1, installation_id=1)
+        os.utime(path, (1_700_000_100, 1_700_000_100))
+
+        with pytest.raises(UnusableReport) as caught:
+            read_report(path)
+
+        assert "implausible_time" == caught.value.reason
+        assert "1000000000000" in caught.value.detail
+        assert 1_700_000_100 == caught.value.mtime_s
+
+    def test_a_ts_exactly_a_day_after_the_mtime_is_plausible(self, tmp_path):
+        mtime_s = 1_700_000_000 - MAX_TS_AHEAD_OF_MTIME_S
+        path = self._report(tmp_path, 1_700_000_000 - 59, mtime_s=mtime_s)  # last record at mtime + 1 day
+
+        assert 1_700_000_000 == read_report(path).last_ts
+        assert "implausible_time" == _reason(self._report(tmp_path, 1_700_000_000 - 58, mtime_s=mtime_s))
+
+    def test_the_check_comes_after_the_record_checks(self, tmp_path):
+        """Rows 1-10 of reports spec §5.1 keep their reasons: a file without records is ``no_records``."""
+        path = _write(tmp_path, json.dumps(_document(message="")))
+        os.utime(path, (EARLIEST_TS - 10**6, EARLIEST_TS - 10**6))
+
+        assert "no_records" == _reason(path)
+
+    def test_the_batch_formatter_may_skip_the_check(self, tmp_path):
+        """tools spec §1.2 cuts archived client logs with changes D5, S1 and D12 only."""
+        path = self._report(tmp_path, 1_000_000_000, mtime_s=1_000_000_100)
+
+        assert 1_000_000_000 == read_report(path, check_time=False).first_ts
+
+
+class TestHostileFiles:
+    """Files a hostile writer can plant in an installation directory (reliability spec §6)."""
+
+    def test_a_sparse_5_gib_file_is_too_large_and_never_read(self, tmp_path):
+        """H2: the 1 MiB cap is decided on lstat's size; nothing of the file is read."""
+        path = tmp_path / "tix-report-1700000000.json"
+        subprocess.run(["truncate", "-s", "5G", str(path)], check=True)
+
+        with pytest.raises(UnusableReport) as caught:
+            read_report(path)
+
+        assert "too_large" == caught.value.reason
+        assert f"{5 << 30} bytes" == caught.value.detail
+
+    def test_a_file_that_grows_past_the_cap_while_read_is_too_large(self, tmp_path):
+        """H2: the read stops at 1 MiB + 1 byte whatever lstat said."""
+        path = _write(tmp_path, json.dumps(_document()))
+        info = os.lstat(path)
+        with open(path, "ab") as grown:
+            grown.write(b" " * MAX_REPORT_BYTES)
+
+        with pytest.raises(UnusableReport) as caught:
+            read_report(path, info)
+
+        assert ("too_large", "grew while read") == (caught.value.reason, caught.value.detail)
+
+    def test_a_fifo_swapped_in_after_lstat_is_not_opened_for_ever(self, tmp_path):
+        """H1's O_NONBLOCK for reports: opening a FIFO without a writer would wait for one for ever."""
+        path = _write(tmp_path, json.dumps(_document()))
+        info = os.lstat(path)
+        path.unlink()
+        os.mkfifo(path)
+        outcome: list[BaseException] = []
+        reader = threading.Thread(target=lambda: outcome.append(_raised(read_report, path, info)), daemon=True)
+
+        reader.start()
+        reader.join(5.0)
+        if reader.is_alive():  # free the reader before failing: open a writer end, then close it
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(5.0)
+
+        assert [("not_regular_file",)] == [(getattr(error, "reason", repr(error)),) for error in outcome]
+
+    def test_a_symlink_swapped_in_after_lstat_is_not_followed(self, tmp_path):
+        secret = tmp_path / "outside.json"
+        secret.write_text(json.dumps(_document()))
+        path = _write(tmp_path, json.dumps(_document()))
+        info = os.lstat(path)
+        path.unlink()
+        path.symlink_to(secret)
+
+        with pytest.raises(UnusableReport) as caught:
+            read_report(path, info)
+
+        assert "symlink" == caught.value.reason
+
+    def test_a_report_nobody_may_read_is_unreadable_with_its_mtime(self, tmp_path):
+        """H4, run without CAP_DAC_OVERRIDE (the tests run as root, who may read anything)."""
+        path = _write(tmp_path, json.dumps(_document()))
+        path.chmod(0)
+        os.utime(path, (1_700_000_100, 1_700_000_100))
+
+        outcome = without_dac_override(
+            "import json, sys\n"
+            "from pathlib import Path\n"
+            "from processor.errors import UnusableReport\n"
+            "from processor.reports.files import read_report\n"
+            "try:\n"
+            "    read_report(Path(sys.argv[1]))\n"
+            "except UnusableReport as error:\n"
+            "    print(json.dumps([error.reason, error.mtime_s, error.detail]))\n",
+            str(path),
+        )
+
+        assert ["unreadable", 1_700_000_100, "Permission denied"] == json.loads(outcome)
+
+
+def _raised(function, *args) -> BaseException | None:
+    try:
+        function(*args)
+    except BaseException as error:
+        return error
+    return None

@@ -24,5 +24,5 @@ def test_lists_installations_in_numeric_order_and_skips_everything_else(tmp_path
 
     assert [(9, 100), (10, 1), (10, 2)] == [(d.user, d.installation) for d in found]
     assert InstallationDir(9, 100, tmp_path / "9" / "100") == found[0]
-    skipped = {record.args[1] for record in caplog.records}
+    skipped = {record.fields.get("installation", record.fields["user"]) for record in caplog.records}
     assert {"abc", "007", "x", "5", "7", "11"} == skipped

@@ -288,6 +288,28 @@ class TestUnusableCandidates:
         assert selection.young is None
         assert ["f03a"] == [item.name for item in selection.invalid]
 
+    def test_an_unusable_file_dated_a_year_ahead_is_old_and_quarantined(self):
+        """H5: an mtime more than 60 s in the future is no trustworthy age; the file does not hold the scan."""
+        now_s = T1 + 10_000.0
+        candidates = [*example(3), unusable("f03a", mtime_s=now_s + 365 * 86_400), *example(25)[3:]]
+
+        selection = select_window(candidates, now_s=now_s)
+
+        assert selection.young is None
+        assert ["f03a"] == [item.name for item in selection.invalid]
+        assert names(1, 19) == selection.window.names
+
+    @pytest.mark.parametrize("ahead_s", [1.0, 59.9, 60.0])
+    def test_an_unusable_file_dated_up_to_60_s_ahead_is_young(self, ahead_s):
+        """Clocks of machines sharing the volume may differ by 30 s: a small lead still means 'being written'."""
+        now_s = T1 + 10_000.0
+        candidates = [*example(3), unusable("f03a", mtime_s=now_s + ahead_s), *example(25)[3:]]
+
+        selection = select_window(candidates, now_s=now_s)
+
+        assert "f03a" == selection.young.name
+        assert selection.window is None
+
     def test_unusable_files_after_the_complete_window_are_not_read(self):
         candidates = [*example(19), unusable("f19a")]
 
