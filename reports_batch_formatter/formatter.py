@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -21,7 +22,6 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -29,9 +29,9 @@ if __package__ in (None, ""):
     # ``processor`` package is found without being installed. Harmless when it is installed.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processor.reports.files import read_report, report_candidates
-from processor.reports.windows import Candidate, Discard, Invalid, iter_windows, load_candidates
-from processor.tools.calibration.progress import ProgressBar
+from tqdm import tqdm
+
+from processor.tools.calibration.batches import Plan, bar_disabled, plan_batches
 
 EXIT_OK = 0  #: The archive was written.
 EXIT_FAILED = 1  #: It ran and failed; one line on stderr says why. Nothing was written.
@@ -43,25 +43,6 @@ DEFAULT_OUTPUT_FILENAME = "batch-test-report.tar.gz"
 
 class FormatterError(Exception):
     """A failure the command reports in one line with exit status 1."""
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One window as a batch directory: its name (decimal Unix seconds) and its files in window order."""
-
-    name: str
-    files: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What the formatter found in a snapshot of the source directory; nothing has been written yet."""
-
-    batches: tuple[Batch, ...]  #: in the order the windows were formed
-    left_over: tuple[str, ...]  #: copied files never consumed by a window, in name order
-    invalid: tuple[Invalid, ...]  #: unusable files set aside (change D12), not archived
-    discarded: tuple[Discard, ...]  #: reports removed by the gap or IP rule (windows spec §5), not archived
-    skipped: tuple[str, ...]  #: source entries not copied: empty files, directories, links (change S10)
 
 
 def snapshot(source: Path, into: Path) -> tuple[list[str], list[str]]:
@@ -84,54 +65,6 @@ def snapshot(source: Path, into: Path) -> tuple[list[str], list[str]]:
     return copied, skipped
 
 
-def plan_batches(directory: Path, *, progress: bool | None = None) -> Plan:
-    """
-    Form the batches of the files of ``directory`` with the service's window selection, in memory.
-
-    The candidates (``*.json`` in name order) are read once and handed to
-    :func:`processor.reports.windows.iter_windows` with every unusable file counted as old, since nobody writes
-    the copy. Each window becomes a :class:`Batch` named after the ``ts`` of the first record (in file order) of
-    its first file; after each window its older ``max(1, ⌊n/2⌋)`` files are consumed (change S1).
-
-    Raises
-    ------
-    FormatterError
-        When two windows would get the same directory name (tools spec §1.2 step 2).
-    """
-    names = sorted(os.listdir(directory))
-    candidate_names = report_candidates(directory)
-    candidates: list[Candidate] = []
-    with ProgressBar(len(candidate_names), "reading", enabled=progress) as bar:
-        for candidate in load_candidates(candidate_names, lambda name: read_report(directory / name)):
-            candidates.append(candidate)
-            bar.advance()
-    batches: list[Batch] = []
-    taken: set[str] = set()
-    removed: set[str] = set()
-    invalid: list[Invalid] = []
-    discarded: list[Discard] = []
-    for selection in iter_windows(candidates):
-        invalid.extend(selection.invalid)
-        discarded.extend(selection.discards)
-        removed.update(selection.removed_names)
-        window = selection.window
-        if window is None:
-            break
-        name = str(window.first.first_ts)
-        if name in taken:
-            raise FormatterError(f"batch directory {name} already exists (two windows start in the same second)")
-        taken.add(name)
-        batches.append(Batch(name=name, files=window.names))
-        removed.update(window.dispose)
-    return Plan(
-        batches=tuple(batches),
-        left_over=tuple(name for name in names if name not in removed),
-        invalid=tuple(invalid),
-        discarded=tuple(discarded),
-        skipped=(),
-    )
-
-
 def _directory_member(name: str, mtime_s: float) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = tarfile.DIRTYPE
@@ -147,23 +80,25 @@ def write_archive(directory: Path, plan: Plan, archive: Path, *, progress: bool 
     Members (tools spec §1.2 step 3, change S10): each batch directory in ascending numeric order followed by its
     files in name order, then the left-over files in name order; no root entry, nothing else. The archive is
     written under a temporary name beside ``archive`` and renamed into place, so a failed run leaves no partial
-    archive.
+    archive; it gets the mode of any new file (0644 under the usual umask 022).
     """
     now_s = time.time()
-    handle, partial_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".partial", dir=archive.parent)
-    os.close(handle)
-    partial = Path(partial_name)
+    # Not mkstemp, which makes 0600 whatever the umask: created exclusively ("x"), the archive gets the umask's mode.
+    partial = archive.parent / f".{archive.name}.{secrets.token_hex(8)}.partial"
     try:
         total = sum(len(batch.files) for batch in plan.batches) + len(plan.left_over)
-        with tarfile.open(partial, "w:gz") as tar, ProgressBar(total, "archiving", enabled=progress) as bar:
+        with (
+            tarfile.open(partial, "x:gz") as tar,
+            tqdm(total=total, desc="archiving", unit="file", disable=bar_disabled(progress)) as bar,
+        ):
             for batch in sorted(plan.batches, key=lambda item: int(item.name)):
                 tar.addfile(_directory_member(batch.name, now_s))
                 for name in sorted(batch.files):
                     tar.add(directory / name, arcname=f"{batch.name}/{name}", recursive=False)
-                    bar.advance()
+                    bar.update()
             for name in plan.left_over:
                 tar.add(directory / name, arcname=name, recursive=False)
-                bar.advance()
+                bar.update()
         os.replace(partial, archive)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -205,6 +140,10 @@ def format_batches(
         _, skipped = snapshot(source, copy)
         plan = plan_batches(copy, progress=progress)
         plan = Plan(plan.batches, plan.left_over, plan.invalid, plan.discarded, tuple(skipped))
+        names = [batch.name for batch in plan.batches]
+        taken = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if taken is not None:
+            raise FormatterError(f"batch directory {taken} already exists (two windows start in the same second)")
         write_archive(copy, plan, archive, progress=progress)
     return plan, archive
 

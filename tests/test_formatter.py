@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from processor.reports.files import report_json
-from processor.tools.calibration.progress import ProgressBar
+from processor.tools.calibration.batches import plan_batches
 from reports_batch_formatter.formatter import DEFAULT_OUTPUT_FILENAME, EXIT_FAILED, EXIT_OK, main
 from tests.shared_data import CALIBRATION_EXPERIMENTS
 from tests.tools.test_calibration import START_S, probes, write_log, write_logs
@@ -94,22 +94,31 @@ class TestBatches:
 
     def test_windows_follow_name_order_and_batches_are_archived_in_numeric_order(self, tmp_path, output, capsys):
         """
-        Logs named in epoch milliseconds of 12 and 13 digits: name order puts the later ones first (tools.md §1.2),
-        so the batch of second 1 000 000 200 is formed first, yet the archive lists 999 999 999 first.
+        Logs named in nanoseconds of the day (the 2017 client, tools.md §1.2): a log of 23:35 sorts after those of
+        00:16 the next day, so the batch of 00:16 is formed first, yet the archive lists 23:35 first.
         """
         source = tmp_path / "logs"
         source.mkdir()
         rng = np.random.default_rng(6)
-        write_log(source, probes(999_999_999, 1084, rng), rng)  # 999999999417-tix-log.json, exactly 1084 records
+        midnight_s = START_S + 57_600  # START_S is 08:00 UTC
+
+        def write_nanos_of_day_log(records):
+            name = f"{int(records['ts'][0]) % 86_400 * 10**9}-tix-log.json"
+            (source / name).write_bytes(
+                report_json(records, from_address="192.0.2.7:4501", user_id=0, installation_id=0, rng=rng)
+            )
+
+        late, early = midnight_s - 1500, midnight_s + 1000
+        write_nanos_of_day_log(probes(late, 1084, rng))  # 84900000000000-tix-log.json, exactly 1084 records
         for minute in range(19):
-            write_log(source, probes(1_000_000_200 + 60 * minute, 60, rng), rng)
+            write_nanos_of_day_log(probes(early + 60 * minute, 60, rng))  # 1000000000000-… to 2080000000000-…
 
         assert EXIT_OK == run_formatter(source, output, "-o", "two.tar.gz")
 
         names, batches, left_over = archive_layout(output / "two.tar.gz")
-        assert ["999999999", "1000000200"] == list(batches)
-        assert ["999999999", "999999999/999999999417-tix-log.json", "1000000200"] == names[:3]
-        assert [f"1000000200/{name}" for name in sorted(batches["1000000200"])] == names[3:22]
+        assert [str(late), str(early)] == list(batches)
+        assert [str(late), f"{late}/84900000000000-tix-log.json", str(early)] == names[:3]
+        assert [f"{early}/{name}" for name in sorted(batches[str(early)])] == names[3:22]
         assert 22 == len(names)  # the 10 newer logs of the first batch fell to the gap rule before the long log
         assert [] == left_over
         assert "dropped by the gap rule: 10 files" in capsys.readouterr().err
@@ -230,31 +239,37 @@ class TestCommandLine:
 
         assert 0 == done.returncode, done.stderr
         assert done.stdout.startswith("3 batches, 13 files left over")
-        assert "reading [" not in done.stderr  # stderr is a pipe: no progress bar
+        assert "reading" not in done.stderr  # stderr is a pipe: no progress bar
         assert 3 == len(archive_layout(output / DEFAULT_OUTPUT_FILENAME)[1])
 
 
 class TestProgressBar:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+    def test_bar_is_drawn_when_asked_and_counts_every_file(self, source, capsys):
+        """tqdm draws it; ``progress=True`` stands in for a terminal."""
+        plan_batches(source, progress=True)
 
-    def test_bar_is_drawn_on_a_terminal_and_ends_its_line(self):
-        stream = self.Terminal()
+        err = capsys.readouterr().err
+        assert "reading: 100%" in err
+        assert "40/40" in err
 
-        with ProgressBar(4, "reading", stream=stream) as bar:
-            for _ in range(4):
-                bar.advance()
+    def test_nothing_is_written_when_stderr_is_not_a_terminal(self, source, output, capsys):
+        assert EXIT_OK == run_formatter(source, output)
 
-        assert stream.getvalue().endswith(f"\rreading [{'#' * 30}] 4/4\n")
+        assert "%|" not in capsys.readouterr().err
 
-    def test_nothing_is_written_when_not_a_terminal(self):
-        stream = io.StringIO()
 
-        with ProgressBar(4, "reading", stream=stream) as bar:
-            bar.advance()
+class TestArchiveMode:
+    @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+    def test_archive_gets_the_mode_of_any_new_file(self, source, output, umask, mode):
+        """Not 0600: the archive is a result to share, created like any file under the caller's umask."""
+        previous = os.umask(umask)
+        try:
+            assert EXIT_OK == run_formatter(source, output)
+        finally:
+            os.umask(previous)
 
-        assert "" == stream.getvalue()
+        assert mode == stat.S_IMODE((output / DEFAULT_OUTPUT_FILENAME).stat().st_mode)
+        assert [DEFAULT_OUTPUT_FILENAME] == os.listdir(output)  # no partial file left beside it
 
 
 class TestOriginalBatches:

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,10 @@ from processor.observations import OBSERVATION_DTYPE, SHORT
 from processor.reports.files import parse_address, read_report, report_candidates
 from processor.reports.records import window_observations
 from processor.tools import simulate
+from processor.tools.calibration.batches import plan_batches
+from processor.tools.calibration.description import load_description
+from processor.tools.calibration.netusage import read_network_usage
+from processor.tools.calibration.table import calibrate
 from processor.tools.simulate import (
     DAY_NS,
     DEFAULT_START_S,
@@ -29,6 +35,7 @@ from processor.tools.simulate import (
     simulate_tree,
     split_into_reports,
 )
+from processor.tools.simulate.experiment import write_calibration_experiment
 
 #: 2023-11-15 00:00:00 UTC, the first UTC midnight after DEFAULT_START_S.
 UTC_MIDNIGHT_S = 1_700_006_400
@@ -336,3 +343,167 @@ class TestCommandLine:
 
         assert args.start is None
         assert 1_700_000_000 == DEFAULT_START_S
+
+
+class TestCommandLineErrors:
+    def parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser()
+        simulate.add_arguments(parser)
+        return parser
+
+    def test_out_needs_installations_and_minutes(self, tmp_path, capsys):
+        status = simulate.run(self.parser().parse_args(["--out", str(tmp_path / "tree")]))
+
+        assert 2 == status
+        assert ["simulate: error: --out needs --installations and --minutes"] == capsys.readouterr().err.splitlines()
+        assert not (tmp_path / "tree").exists()
+
+    def test_out_and_calibration_exclude_each_other(self, tmp_path):
+        with pytest.raises(SystemExit) as caught:
+            self.parser().parse_args(["--out", str(tmp_path / "a"), "--calibration", str(tmp_path / "b")])
+
+        assert 2 == caught.value.code
+
+    def test_out_where_nothing_can_be_written_fails_in_one_line(self, tmp_path, capsys):
+        """A file in the way of the path: the same for root, which no permission bit stops."""
+        (tmp_path / "a-file").write_text("x")
+        args = ["--out", str(tmp_path / "a-file" / "tree"), "--installations", "1", "--minutes", "1"]
+
+        status = simulate.run(self.parser().parse_args(args))
+
+        err = capsys.readouterr().err
+        assert 1 == status
+        assert 1 == len(err.splitlines())
+        assert err.startswith(f"simulate: error: cannot write {tmp_path / 'a-file' / 'tree'}: Not a directory (")
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any permission bits")
+    def test_out_in_a_read_only_directory_fails_in_one_line(self, tmp_path, capsys):
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        args = ["--calibration", str(locked / "experiment")]
+
+        status = simulate.run(self.parser().parse_args(args))
+
+        assert 1 == status
+        assert 1 == len(capsys.readouterr().err.splitlines())
+
+    def test_python_m_processor_simulate_into_an_unwritable_place_prints_no_traceback(self, tmp_path):
+        """As a user types it: exit status 1, one line on stderr."""
+        (tmp_path / "a-file").write_text("x")
+
+        done = subprocess.run(
+            [sys.executable, "-m", "processor", "simulate", "--calibration", str(tmp_path / "a-file" / "x")],
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+        assert 1 == done.returncode
+        assert 1 == len(done.stderr.splitlines()), done.stderr
+        assert done.stderr.startswith("simulate: error: cannot write ")
+        assert "" == done.stdout
+
+    def test_written_files_get_the_umask_mode(self, tmp_path):
+        """0644 under the usual umask 022, like any file a user's program makes."""
+        previous = os.umask(0o022)
+        try:
+            simulate_tree(tmp_path / "tree", installations=1, minutes=3, seed=2)
+            write_calibration_experiment(tmp_path / "experiment", step_minutes=4)
+        finally:
+            os.umask(previous)
+
+        files = [path for path in tmp_path.rglob("*") if path.is_file()]
+        assert len(files) > 10
+        assert {0o644} == {stat.S_IMODE(path.stat().st_mode) for path in files}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    """The default simulated calibration experiment (seed 0)."""
+    out = tmp_path_factory.mktemp("simulated") / "experiment"
+    write_calibration_experiment(out)
+    return out
+
+
+class TestCalibrationExperiment:
+    def test_has_the_layout_of_a_formatted_calibration_run(self, experiment):
+        assert ["batches", "description.yml", "network_usage.log", "tix-time-client-logs"] == sorted(
+            path.name for path in experiment.iterdir()
+        )
+        logs = sorted((experiment / "tix-time-client-logs").iterdir())
+        assert len(logs) > 140  # 150 minutes, a log about every 61-65 s
+        assert all(re.fullmatch(r"\d{13}-tix-log\.json", path.name) for path in logs)
+
+    def test_batches_are_the_windows_the_formatter_forms_from_the_logs(self, experiment):
+        plan = plan_batches(experiment / "tix-time-client-logs", progress=False)
+
+        made = {path.name: sorted(file.name for file in path.iterdir()) for path in (experiment / "batches").iterdir()}
+        assert {batch.name: sorted(batch.files) for batch in plan.batches} == made
+        assert len(made) >= 12
+        for batch in plan.batches:
+            for name in batch.files:
+                assert (experiment / "tix-time-client-logs" / name).read_bytes() == (
+                    experiment / "batches" / batch.name / name
+                ).read_bytes()
+
+    def test_description_is_the_known_schedule_in_the_client_clock(self, experiment):
+        description = load_description(experiment / "description.yml")
+        first_ts = min(int(name) for name in os.listdir(experiment / "batches"))
+
+        assert "new" == description.schema
+        assert [1.0, 0.75, 0.5, 0.25, 0.0] == [step.fraction for step in description.steps]
+        assert [1800.0] * 5 == [step.end_s - step.start_s for step in description.steps]
+        assert abs(description.steps[0].start_s - first_ts) < 2  # client-clock seconds, as a test machine logs
+
+    def test_network_log_carries_each_steps_share_of_the_capacity(self, experiment):
+        """The log's rate is the true share of seconds with a downstream queue × capacity: near each step's cap."""
+        description = load_description(experiment / "description.yml")
+        samples = read_network_usage(experiment / "network_usage.log")
+
+        assert 150 == len(samples)
+        for number, step in enumerate(description.steps):
+            rates = samples["rate_kbps"].to_numpy()[30 * number : 30 * (number + 1)] / description.capacity
+            assert pytest.approx(step.fraction, abs=0.08) == rates.mean(), number
+
+    def test_queueing_share_recovers_the_schedule(self, experiment):
+        """The estimator the schedule was built for: mean absolute error under 0.1 (0.045 for seed 0)."""
+        table = calibrate(experiment / "batches", experiment / "description.yml").table
+
+        assert table["down_usage"].notna().all()
+        assert table["error_queueing"].mean() < 0.1
+
+    def test_same_seed_gives_the_same_files(self, tmp_path):
+        write_calibration_experiment(tmp_path / "a", step_minutes=4)
+        write_calibration_experiment(tmp_path / "b", step_minutes=4)
+
+        assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+
+    def test_non_empty_target_is_refused_and_nothing_is_left_beside_it(self, tmp_path):
+        (tmp_path / "experiment").mkdir()
+        (tmp_path / "experiment" / "mine.txt").write_text("keep")
+
+        with pytest.raises(OSError):
+            write_calibration_experiment(tmp_path / "experiment", step_minutes=4)
+
+        assert ["experiment"] == os.listdir(tmp_path)
+        assert ["mine.txt"] == os.listdir(tmp_path / "experiment")
+
+    def test_command_line_writes_it_and_prints_the_three_paths(self, tmp_path, capsys):
+        parser = argparse.ArgumentParser()
+        simulate.add_arguments(parser)
+
+        status = simulate.run(parser.parse_args(["--calibration", str(tmp_path / "exp"), "--seed", "3"]))
+
+        summary = json.loads(capsys.readouterr().out)
+        assert 0 == status
+        assert str(tmp_path / "exp" / "batches") == summary["batches_dir"]
+        assert str(tmp_path / "exp" / "description.yml") == summary["description"]
+        assert str(tmp_path / "exp" / "network_usage.log") == summary["net_usage"]
+        assert summary["batches"] == len(os.listdir(tmp_path / "exp" / "batches"))
+
+    def test_command_line_rejects_tree_options_with_calibration(self, tmp_path, capsys):
+        parser = argparse.ArgumentParser()
+        simulate.add_arguments(parser)
+
+        status = simulate.run(parser.parse_args(["--calibration", str(tmp_path / "exp"), "--minutes", "5"]))
+
+        assert 2 == status
+        assert "apply to --out" in capsys.readouterr().err

@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--description", required=True, type=Path, metavar="FILE", help="the test's description.yml")
     parser.add_argument("--net-usage", type=Path, metavar="FILE", help="the test's network_usage.log (optional)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created if needed)")
+    parser.add_argument("--name", help="experiment name in the plot titles (default: the directory of --description)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.net_usage is not None and not args.net_usage.is_file():
         return fail(EXIT_USAGE, f"--net-usage {args.net_usage} is not a file")
     try:
-        calibration = calibrate(args.batches, args.description, args.net_usage)
+        calibration = calibrate(args.batches, args.description, args.net_usage, name=args.name)
     except BadDescription as error:
         return fail(EXIT_USAGE, str(error))
     except OSError as error:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         csv = write_csv(calibration.table, args.out / CSV_NAME)
-        figures = plots.figures(calibration.table, calibration.network_groups)
+        figures = plots.figures(calibration.table, calibration.network_groups, calibration.name)
         pngs = plots.write_plots(figures, args.out)
     except OSError as error:
         return fail(EXIT_FAILED, f"{error.filename or ''}: {error.strerror or error}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -63,23 +61,16 @@ def group_network_usage(samples: pd.DataFrame, *, size: int = NET_USAGE_SAMPLES_
     Returns
     -------
     pandas.DataFrame
-        Columns ``time_s`` (the first sample's time, Unix seconds), ``time`` (the same as a naive local date-time)
+        Columns ``time_s`` (the first sample's time, Unix seconds), ``time`` (the same as a UTC date-time)
         and ``rate_kbps`` (the group's mean rate, kbit/s), one row per group.
     """
     groups = len(samples) // size
     time_s = samples["time_s"].to_numpy()[: groups * size : size]
     rate_kbps = samples["rate_kbps"].to_numpy()[: groups * size].reshape(groups, size).mean(axis=1)
-    return pd.DataFrame({"time_s": time_s, "time": local_times(time_s), "rate_kbps": rate_kbps})
+    return pd.DataFrame({"time_s": time_s, "time": utc_times(time_s), "rate_kbps": rate_kbps})
 
 
-def local_times(seconds: Iterable[float | None]) -> pd.Series:
-    """
-    Unix seconds as naive date-times in this machine's local time zone, as the original notebook displayed them.
-
-    Each value goes through :meth:`datetime.datetime.fromtimestamp`, so daylight-saving changes are honoured; None
-    and NaN become ``NaT``.
-    """
-    values = [
-        datetime.fromtimestamp(value) if value is not None and math.isfinite(value) else pd.NaT for value in seconds
-    ]
-    return pd.Series(values, dtype="datetime64[ns]")
+def utc_times(seconds: Iterable[float | None]) -> pd.Series:
+    """Unix seconds as UTC date-times (timezone-aware); None and NaN become ``NaT``."""
+    values = pd.to_numeric(pd.Series(list(seconds), dtype="object"), errors="coerce").astype("float64")
+    return pd.to_datetime(values, unit="s", utc=True)

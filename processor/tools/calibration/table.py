@@ -12,19 +12,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from processor.analysis import analyse
 from processor.errors import NotAnalysable
 from processor.reports.files import read_report, report_candidates
 from processor.reports.windows import load_candidates, select_window
+from processor.tools.calibration.batches import bar_disabled
 from processor.tools.calibration.description import Description, expected_usage, load_description
 from processor.tools.calibration.netusage import (
     NET_USAGE_SEPARATOR,
     group_network_usage,
-    local_times,
     read_network_usage,
+    utc_times,
 )
-from processor.tools.calibration.progress import ProgressBar
 
 #: Actual usage (share of capacity) at or below which the relative error uses the absolute error (tools spec §2.8).
 ACTUAL_USAGE_FLOOR = 0.05
@@ -35,7 +36,7 @@ COLUMNS = (
     "batch",  # the batch directory name
     "batch_start",  # the name as an integer, Unix seconds
     "batch_end",  # the result timestamp, Unix seconds (empty when not analysed)
-    "batch_start_time",  # naive local date-times of the two
+    "batch_start_time",  # the two as UTC date-times (ISO 8601 with Z in the CSV)
     "batch_end_time",
     "report_files",  # files in the batch's window
     "reason",  # why the batch could not be analysed (empty when analysed)
@@ -57,6 +58,7 @@ COLUMNS = (
     "down_usage_queueing",  # the queueing share of the downstream direction, in [0, 1] (empty when null)
     "up_usage_queueing",
     "error_queueing",  # |E − down_usage_queueing|
+    "relative_error_queueing",  # error_queueing / E, or error_queueing when E = 0
 )
 
 #: Reason given to a batch directory whose files do not make a window (fewer than 1084 records).
@@ -84,6 +86,7 @@ class BatchOutcome:
 class Calibration:
     """Everything one calibration analysis produced; the CLI and the notebook display it."""
 
+    name: str  #: the experiment's name, for titles
     description: Description
     outcomes: tuple[BatchOutcome, ...]
     network_samples: pd.DataFrame | None  #: ``time_s``, ``rate_kbps`` per minute, or None without a network log
@@ -129,12 +132,8 @@ def analyse_batch(directory: str | Path) -> BatchOutcome:
 def analyse_batches(batches_dir: str | Path, *, progress: bool | None = None) -> list[BatchOutcome]:
     """Analyse every batch directory of ``batches_dir`` in ascending order (a progress bar on a terminal)."""
     directories = batch_directories(batches_dir)
-    outcomes = []
-    with ProgressBar(len(directories), "analysing", enabled=progress) as bar:
-        for directory in directories:
-            outcomes.append(analyse_batch(directory))
-            bar.advance()
-    return outcomes
+    bar = tqdm(directories, desc="analysing", unit="batch", disable=bar_disabled(progress))
+    return [analyse_batch(directory) for directory in bar]
 
 
 def _row(outcome: BatchOutcome, description: Description) -> dict[str, Any]:
@@ -159,7 +158,11 @@ def _row(outcome: BatchOutcome, description: Description) -> dict[str, Any]:
             expected_downstream_usage=expected, error=error, relative_error=error / expected if expected else error
         )
         if row["down_usage_queueing"] is not None:
-            row["error_queueing"] = abs(expected - row["down_usage_queueing"])
+            error_queueing = abs(expected - row["down_usage_queueing"])
+            row.update(
+                error_queueing=error_queueing,
+                relative_error_queueing=error_queueing / expected if expected else error_queueing,
+            )
     return row
 
 
@@ -183,8 +186,8 @@ def calibration_table(
         table[column] = table[column].astype("float64")
     table["batch"] = table["batch"].astype(str)
     table["reason"] = table["reason"].astype(str)
-    table["batch_start_time"] = local_times(table["batch_start"].astype("float64"))
-    table["batch_end_time"] = local_times(table["batch_end"].astype("float64"))
+    table["batch_start_time"] = utc_times(table["batch_start"].astype("float64"))
+    table["batch_end_time"] = utc_times(table["batch_end"].astype("float64"))
     if network_groups is not None:
         paired = table.index[table["expected_downstream_usage"].notna()]
         count = min(len(paired), len(network_groups))
@@ -206,11 +209,13 @@ def calibrate(
     *,
     separator: str = NET_USAGE_SEPARATOR,
     progress: bool | None = None,
+    name: str | None = None,
 ) -> Calibration:
     """
     Run a whole calibration analysis: read the description (and the network log), analyse every batch, build the table.
 
-    ``net_usage_file`` None or ``""`` means no network log (all 2017 experiments).
+    ``net_usage_file`` None or ``""`` means no network log (all 2017 experiments). ``name`` (for titles) defaults
+    to the name of the directory that holds ``description_file``.
 
     Raises
     ------
@@ -226,7 +231,8 @@ def calibrate(
         groups = group_network_usage(samples)
     outcomes = tuple(analyse_batches(batches_dir, progress=progress))
     table = calibration_table(outcomes, description, groups)
-    return Calibration(description, outcomes, samples, groups, table)
+    name = name or Path(description_file).resolve().parent.name
+    return Calibration(name, description, outcomes, samples, groups, table)
 
 
 def _number(value: Any) -> float | None:
@@ -269,15 +275,15 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
 def error_statistics(table: pd.DataFrame) -> pd.DataFrame:
     """
     Count, mean, std, min, quartiles and max of ``error`` and ``relative_error`` (tools spec §2.8 item 4), and of
-    ``error_queueing`` beside them.
+    ``error_queueing`` and ``relative_error_queueing`` beside them.
     """
-    return table[["error", "relative_error", "error_queueing"]].describe()
+    return table[["error", "relative_error", "error_queueing", "relative_error_queueing"]].describe()
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write the table as CSV (comma-separated, header, no index, ISO date-times, empty cells for no value)."""
+    """Write the table as CSV (comma-separated, header, no index, UTC ISO 8601 date-times, empty cells for none)."""
     path = Path(path)
-    table.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+    table.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")  # the times are UTC
     return path
 
 
