@@ -113,18 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
             '  {"path": ..., "ok": true, "results": {...}}   or   {"path": ..., "ok": false, "error": "<reason>"}\n'
             "Exit status: 0 all analysed, 1 some not analysable, 2 usage error."
         ),
-        epilog="examples:\n  python -m processor analyze ../shared/data/calibration/batch-test-report-1b/1505080698\n"
-        "  python -m processor analyze batches/*/",
+        epilog="examples:\n  python -m processor simulate --calibration /tmp/experiment\n"
+        "  python -m processor analyze /tmp/experiment/batches/*/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     analyze.add_argument("paths", nargs="+", metavar="PATH")
     analyze.set_defaults(handler=_analyze)
 
     generate = commands.add_parser(
-        "simulate",
-        help="write a synthetic condenser tree (users/installations/report files)",
-        epilog="example:\n  python -m processor simulate --out /tmp/reports --installations 20 --minutes 25 --seed 1",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "simulate", help="write a synthetic condenser tree, or a simulated calibration experiment"
     )
     simulate.add_arguments(generate)
     generate.set_defaults(handler=simulate.run)
