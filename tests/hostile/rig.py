@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class Cycle:
     stdout: str
     stderr: str
     elapsed_s: float
+    max_rss_kib: int  #: peak resident memory of the process, KiB
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -153,16 +155,37 @@ class Rig:
             )
         environment.update(env or {})
         started = time.monotonic()
-        done = subprocess.run(
+        process = subprocess.Popen(
             [*(prefix or []), sys.executable, "-m", "processor", "process"],
             cwd=REPO,
             env=environment,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-        return Cycle(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+        outputs: dict[str, bytes] = {}
+        readers = [
+            threading.Thread(target=lambda key=key, pipe=pipe: outputs.update({key: pipe.read()}))
+            for key, pipe in (("stdout", process.stdout), ("stderr", process.stderr))
+        ]
+        for reader in readers:
+            reader.start()
+        killer = threading.Timer(timeout_s, process.kill)
+        killer.start()
+        # wait4 rather than Popen.wait: the resource usage of this very process (its peak memory).
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed_s = time.monotonic() - started
+        killer.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        for reader in readers:
+            reader.join()
+        assert elapsed_s < timeout_s, f"the cycle did not end within {timeout_s} s"
+        return Cycle(
+            process.returncode,
+            outputs["stdout"].decode(),
+            outputs["stderr"].decode(),
+            elapsed_s,
+            usage.ru_maxrss,
+        )
 
 
 def age(path: Path, mtime_s: float = OLD_S) -> Path:

@@ -1,0 +1,70 @@
+"""
+Hostile answers at the tix-api address, through real one-shot cycles (reliability spec §6: H3, H9; service spec §5.3).
+
+The server is :class:`tests.hostile.servers.HostileApi`, on plain sockets, so it can trickle even the status line
+and the headers. ``TIX_API_TIMEOUT`` is 2 s in every cycle.
+"""
+
+from __future__ import annotations
+
+from tests.hostile.servers import Answer, HostileApi
+
+#: ``TIX_API_TIMEOUT`` of the cycles, seconds.
+TIMEOUT_S = 2.0
+
+#: Allowance for starting the interpreter and importing numpy, scipy and requests, seconds.
+STARTUP_S = 8.0
+
+#: What a hostile answer body would like to put into the operator's log.
+FORGED = "\n2031-01-01 00:00:00,000 ERROR processor: lock lost user=9 installation=9 \x1b[2J"
+
+
+def backed_up(rig) -> dict[str, int]:
+    """Failed-results files per installation."""
+    return {
+        f"{user}/{installation}": len(list((rig.installation(user, installation) / "failed-results").glob("*.json")))
+        for user, installation in (("1", "1"), ("2", "2"), ("3", "3"))
+    }
+
+
+class TestAnswerDeadline:
+    """H3: one attempt lasts at most TIX_API_TIMEOUT from connect to the last byte of the answer."""
+
+    def test_an_answer_trickled_byte_by_byte_is_cut_at_the_deadline(self, rig):
+        """About 100 bytes at 0.3 s each: 30 s per POST without the deadline, 90 s for the cycle."""
+        with HostileApi(lambda request: Answer(200, b"{}", trickle_interval_s=0.3)) as api:
+            cycle = rig.process(api.port, env={"TIX_API_TIMEOUT": str(TIMEOUT_S)})
+
+        failures = cycle.events("tix-api post failed")
+        assert ["read_timeout"] * 3 == [line.fields["reason"] for line in failures], cycle.stderr
+        assert all(float(line.fields["elapsed_s"]) <= TIMEOUT_S + 0.5 for line in failures)
+        assert 3 == len(api.requests())  # a read timeout is not retried: tix-api may have stored the measure
+        assert cycle.elapsed_s < STARTUP_S + 3 * (TIMEOUT_S + 0.5)
+        assert {"1/1": 1, "2/2": 1, "3/3": 1} == backed_up(rig)
+        rig.assert_outside_untouched()
+
+    def test_a_success_with_a_4_gib_body_is_read_no_further_than_64_kib(self, rig):
+        """The status decides; the window is posted once (it was POSTed three times, then consumed as a failure)."""
+        with HostileApi(lambda request: Answer(200, b"{}", filler_bytes=4 << 30)) as api:
+            cycle = rig.process(api.port)
+
+        assert 0 == cycle.returncode, cycle.stderr
+        assert {"posted": 3} == cycle.summary["windows"]
+        assert 3 == len(api.requests())
+        assert {"1/1": 0, "2/2": 0, "3/3": 0} == backed_up(rig)
+        assert cycle.max_rss_kib < 512 * 1024  # far below the 4 GiB body
+        assert cycle.elapsed_s < STARTUP_S + 3 * TIMEOUT_S
+
+
+class TestServerErrors:
+    def test_each_5xx_warning_carries_the_first_200_characters_of_the_answer_escaped(self, rig):
+        """H9: the operator sees why tix-api refused (``Could not calculate ipToAs``), on one line."""
+        body = "Could not calculate ipToAs" + FORGED + "x" * 1000
+        with HostileApi(lambda request: Answer(500, body.encode())) as api:
+            cycle = rig.process(api.port)
+
+        failures = cycle.events("tix-api post failed")  # every line parses: the body forged none
+        assert 3 == len(failures), cycle.stderr
+        assert all(body[:200] == line.fields["answer"] for line in failures)
+        assert 9 == len(api.requests())  # 3 attempts per POST, one POST per run: the API is then unusable
+        assert {"1/1": 1, "2/2": 1, "3/3": 1} == backed_up(rig)
