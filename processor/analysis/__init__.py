@@ -302,3 +302,41 @@ def analyse(observations: NDArray[np.void]) -> AnalysisResult:
             ),
         ),
     )
+
+
+# The original tix-time-processor's analysis API (compat spec §3), imported last: it is built on the names above.
+from processor.compat.analysis import (  # noqa: E402
+    CONGESTION_THRESHOLD,
+    HURST_CONGESTION_THRESHOLD,
+    MEANINGFUL_OBSERVATIONS_DELTA,
+    Analyzer,
+    Bin,
+    ClockFixer,
+    DegenerateWindowError,
+    FixedSizeBinHistogram,
+    HurstCalculator,
+    QualityCalculator,
+    UsageCalculator,
+    divide_observations_into_minutes,
+    downstream_time_function,
+    observation_rtt_key_function,
+    upstream_time_function,
+)
+
+__all__ += [
+    "CONGESTION_THRESHOLD",
+    "HURST_CONGESTION_THRESHOLD",
+    "MEANINGFUL_OBSERVATIONS_DELTA",
+    "Analyzer",
+    "Bin",
+    "ClockFixer",
+    "DegenerateWindowError",
+    "FixedSizeBinHistogram",
+    "HurstCalculator",
+    "QualityCalculator",
+    "UsageCalculator",
+    "divide_observations_into_minutes",
+    "downstream_time_function",
+    "observation_rtt_key_function",
+    "upstream_time_function",
+]
