@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -92,7 +93,7 @@ class Rig:
             (template / "1" / "1" / self.names(template / "1" / "1")[0]).read_bytes()
         )
         (self.outside / "results").mkdir()
-        self._outside_before = self.outside_snapshot()
+        self.remember_outside()
 
     @staticmethod
     def names(directory: Path) -> list[str]:
@@ -120,15 +121,22 @@ class Rig:
         path.write_bytes((directory / neighbour).read_bytes() if content is None else content)
         return path
 
-    def outside_snapshot(self) -> dict[str, tuple[str, int, str]]:
-        """Every entry below ``outside/`` with its type, mode and content digest."""
+    def outside_snapshot(self) -> dict[str, tuple[str, int, int, int, str]]:
+        """Every entry below ``outside/``: type, mode, size, mtime and a digest of its first MiB."""
         snapshot = {}
         for path in sorted(self.outside.rglob("*")):
             info = path.lstat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else ""
+            digest = ""
+            if stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as file:
+                    digest = hashlib.sha256(file.read(1 << 20)).hexdigest()
             kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
-            snapshot[str(path.relative_to(self.outside))] = (kind, info.st_mode, digest)
+            snapshot[str(path.relative_to(self.outside))] = (kind, info.st_mode, info.st_size, info.st_mtime_ns, digest)
         return snapshot
+
+    def remember_outside(self) -> None:
+        """Take what ``outside/`` holds now as what every cycle must leave."""
+        self._outside_before = self.outside_snapshot()
 
     def assert_outside_untouched(self) -> None:
         assert self._outside_before == self.outside_snapshot()
