@@ -62,19 +62,18 @@ from common import (
 
 def expected_windows(env: dict[str, str]) -> dict[tuple[str, str, int], str]:
     """Dry run of every installation in this process: (user, installation, result timestamp) → outcome."""
-    from processor import service
     from processor.config import Config
+    from processor.installation.cycle import process_tree
+    from processor.installation.run import RunSummary
 
-    config = Config.from_env(env)
     expected: dict[tuple[str, str, int], str] = {}
 
-    def run_one(installation: Any) -> None:
-        summary = service.process_installation(config, installation.user_id, installation.installation_id, dry_run=True)
+    def done(summary: RunSummary) -> None:
         for window in summary.windows:
             if window.timestamp is not None:
-                expected[(installation.user_id, installation.installation_id, window.timestamp)] = window.outcome
+                expected[(summary.user_id, summary.installation_id, window.timestamp)] = window.outcome
 
-    service.fan_out(config, None, run_one)
+    process_tree(Config.from_env(env), dry_run=True, done=done)
     return expected
 
 

@@ -4,7 +4,7 @@ arrive half-written or corrupt, and (opt-in) RabbitMQ restarts; then a drain and
 
 Set-up. ``simulate_tree`` writes every report of ``--installations`` installations (``--data-minutes`` each, with
 IP changes and gaps) into a *staging* directory. The expected outcome is a clean run on a copy of staging: the
-service's own ``process_installation`` without API credentials, so every window lands in ``failed-results/``; it
+service's own ``run_installation`` without API credentials, so every window lands in ``failed-results/``; it
 gives the windows (and their payloads), the not-analysable counts and the leftover files. The live tree starts
 with the first third of each installation's files; a *condenser* thread then moves the rest in, in name order,
 spread over the fault phase, each with a non-atomic write (open, write half, write the rest); ``--half-written``
@@ -102,13 +102,14 @@ class Expected:
 
 
 def clean_run(staging: Path, copy: Path, env: dict[str, str]) -> Expected:
-    """Run the service's ``process_installation`` without API credentials on a copy of ``staging``."""
+    """Run the service's ``run_installation`` without API credentials on a copy of ``staging``."""
     import dataclasses
 
-    from processor import service
     from processor.config import Config
+    from processor.delivery import open_delivery
     from processor.delivery.failed_results import FAILED_RESULTS_DIR, list_failed_results, load_failed_result
     from processor.delivery.tixapi import build_payload
+    from processor.installation.run import run_installation
     from processor.installation.state import read_state
     from processor.reports.files import report_candidates
     from processor.reports.tree import installation_dirs
@@ -118,9 +119,10 @@ def clean_run(staging: Path, copy: Path, env: dict[str, str]) -> Expected:
         Config.from_env(env), reports_base_path=copy, api_user=None, api_password=None, task_budget_s=1500
     )
     expected = Expected()
+    delivery = open_delivery(config)
     for installation in installation_dirs(copy):
         user, inst = installation.user_id, installation.installation_id
-        while service.process_installation(config, user, inst).windows:  # one run consumes every window
+        while run_installation(config, user, inst, delivery).windows:  # one run consumes every window
             pass
         for item in list_failed_results(installation.path / FAILED_RESULTS_DIR):
             stored = load_failed_result(item.path)

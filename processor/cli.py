@@ -57,9 +57,9 @@ def _process(args: argparse.Namespace) -> int:
     import dataclasses
     import logging
 
-    from processor import service
     from processor.config import load_config_or_exit
-    from processor.reports.tree import InstallationDir
+    from processor.installation.cycle import process_tree
+    from processor.installation.run import RunSummary
 
     config = load_config_or_exit()
     if args.reports is not None:
@@ -74,19 +74,16 @@ def _process(args: argparse.Namespace) -> int:
     totals: dict[str, int] = {}
     failed = 0
 
-    def run_one(installation: InstallationDir) -> None:
+    def done(summary: RunSummary) -> None:
         nonlocal failed
-        summary = service.process_installation(
-            config, installation.user_id, installation.installation_id, dry_run=dry_run
-        )
         failed += summary.outcome not in ("done", "busy")
         for window in summary.windows:
             totals[window.outcome] = totals.get(window.outcome, 0) + 1
-            if dry_run and window.payload is not None:
-                line = {"user": installation.user_id, "installation": installation.installation_id}
+            if window.payload is not None and dry_run:
+                line = {"user": summary.user_id, "installation": summary.installation_id}
                 print(json.dumps({**line, "payload": window.payload}))
 
-    installations = service.fan_out(config, None, run_one)
+    installations = process_tree(config, dry_run=dry_run, done=done)
     summary_line = {"installations": installations, "windows": totals, "dry_run": dry_run, "failed_runs": failed}
     print(json.dumps({"summary": summary_line}))
     return EXIT_FAILED if failed else EXIT_OK

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
 import stat
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from processor.atomic import TEMP_PREFIX, DeferredEffects, atomic_write_bytes, temp_name
+from processor.atomic import TEMP_PREFIX, atomic_write_bytes, temp_name
 
 
 def _mode(path: Path) -> int:
@@ -98,113 +94,37 @@ class TestTempName:
             temp_name(purpose)
 
 
-class _SlowFsync:
-    """Replaces ``os.fsync``: takes ``delay_s``, and records which descriptors were synced, by which thread."""
+class FsyncRecorder:
+    """Replaces ``os.fsync``: records the path of every descriptor synced, in order, then syncs it."""
 
-    def __init__(self, delay_s: float = 0.05) -> None:
-        self.delay_s = delay_s
+    def __init__(self) -> None:
         self.real = os.fsync
-        self.done: list[tuple[str, str]] = []  # (path of the descriptor, thread name)
-        self.in_flight = 0
+        self.done: list[str] = []
 
     def __call__(self, fd: int) -> None:
-        self.in_flight += 1
-        try:
-            time.sleep(self.delay_s)
-            self.real(fd)
-            self.done.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name))
-        finally:
-            self.in_flight -= 1
+        self.real(fd)
+        self.done.append(os.readlink(f"/proc/self/fd/{fd}"))
 
 
-class TestDeferredEffects:
-    def test_wait_returns_once_the_background_fsync_has_ended(self, tmp_path, monkeypatch):
-        slow = _SlowFsync()
-        monkeypatch.setattr(os, "fsync", slow)
-        deferred = DeferredEffects()
-
-        deferred.fsync_directory(tmp_path)
-        deferred.wait()
-
-        assert [(str(tmp_path), "effects_0")] == slow.done
-        assert 0 == slow.in_flight
-
-    def test_an_fsync_error_is_raised_by_wait_and_the_descriptor_is_closed(self):
-        read_end, write_end = os.pipe()
-        os.close(write_end)
-        deferred = DeferredEffects()
-
-        deferred.fsync(read_end)  # a pipe cannot be synced: EINVAL
-        with pytest.raises(OSError) as raised:
-            deferred.wait()
-
-        assert errno.EINVAL == raised.value.errno
-        with pytest.raises(OSError):
-            os.fstat(read_end)
-        deferred.wait()  # reported once
-
-    def test_a_wait_interrupted_by_an_exception_forgets_no_job(self):
-        release = threading.Event()
-        deferred = DeferredEffects()
-        deferred.call(lambda: release.wait(5))
-        timer = threading.Timer(0.05, release.set)
-
-        class Interrupted(Exception):
-            pass
-
-        def interrupt(signum, frame):
-            raise Interrupted
-
-        previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0.02)
-            with pytest.raises(Interrupted):
-                deferred.wait()  # interrupted like Celery's soft time limit interrupts a task
-        finally:
-            signal.signal(signal.SIGALRM, previous)
-        assert deferred.pending
-        timer.start()
-        deferred.wait()
-        assert release.is_set() and not deferred.pending
-
-    def test_a_job_after_a_failed_one_is_skipped(self):
-        read_end, write_end = os.pipe()
-        os.close(write_end)
-        ran, skipped = [], []
-        deferred = DeferredEffects()
-
-        deferred.fsync(read_end)  # fails: EINVAL
-        deferred.call(lambda: ran.append("job"), if_skipped=lambda: skipped.append("job"))
-        with pytest.raises(OSError):
-            deferred.wait()
-        deferred.call(lambda: ran.append("later"))
-        deferred.wait()
-
-        assert ["later"] == ran  # a job started after the wait runs again
-        assert ["job"] == skipped
-
-    def test_jobs_run_one_at_a_time_in_the_order_given(self, tmp_path, monkeypatch):
-        slow = _SlowFsync(delay_s=0.02)
-        monkeypatch.setattr(os, "fsync", slow)
-        order: list[str] = []
-        deferred = DeferredEffects()
-
-        deferred.fsync_directory(tmp_path)
-        deferred.call(lambda: order.append(f"job after {len(slow.done)} fsync"))
-        deferred.wait()
-
-        assert ["job after 1 fsync"] == order
-
-    def test_atomic_write_renames_at_once_and_leaves_the_directory_fsync_to_wait(self, tmp_path, monkeypatch):
+class TestDurability:
+    def test_the_file_is_synced_before_the_rename_and_the_directory_after_it(self, tmp_path, monkeypatch):
         target = tmp_path / "state.json"
-        slow = _SlowFsync(delay_s=0.2)
-        monkeypatch.setattr(os, "fsync", slow)
-        deferred = DeferredEffects()
+        target.write_bytes(b"old")
+        synced = FsyncRecorder()
+        monkeypatch.setattr(os, "fsync", synced)
+        syncs_at_rename: list[int] = []
+        real_replace = os.replace
 
-        atomic_write_bytes(target, b"new", purpose="state", deferred=deferred)
+        def replace(source, destination):
+            syncs_at_rename.append(len(synced.done))
+            real_replace(source, destination)
 
+        monkeypatch.setattr(os, "replace", replace)
+
+        atomic_write_bytes(target, b"new", purpose="state")
+
+        [temporary, directory] = synced.done
+        assert Path(temporary).name.startswith(TEMP_PREFIX + "state-")
+        assert str(tmp_path) == directory
+        assert [1] == syncs_at_rename  # after the file's fsync, before the directory's
         assert b"new" == target.read_bytes()
-        assert [(str(tmp_path), "effects_0")] != slow.done[-1:]  # the directory is still being synced
-        deferred.wait()
-        assert (str(tmp_path), "effects_0") == slow.done[-1]
-        assert "MainThread" == slow.done[0][1]  # the file itself is synced before the rename, in the caller

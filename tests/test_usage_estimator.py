@@ -2,8 +2,8 @@
 The queueing-share usage through the commands an operator types (usage-queueing spec, ``TIX_USAGE_ESTIMATOR``).
 
 ``python -m processor analyze`` prints ``usage_queueing`` beside the original ``usage``; ``python -m processor
-process --dry-run`` goes through :func:`processor.service.process_installation`, the Celery task's code path, and
-prints the payloads with the configured estimator in ``upUsage``/``downUsage``.
+process --dry-run`` goes through :func:`processor.installation.dry_run.dry_run_installation` (the task's selection
+and analysis) and prints the payloads with the configured estimator in ``upUsage``/``downUsage``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from processor.config import Config
-from processor.service import process_installation
+from processor.delivery.ip_to_as import resolver_from_config
+from processor.installation.dry_run import dry_run_installation
 from tests.commands import processor_command
 
 
@@ -73,11 +74,11 @@ def test_queueing_estimator_fills_the_usage_fields_and_changes_nothing_else(repo
 
 
 def test_service_passes_the_configured_estimator_to_the_run(reports):
-    """The function the Celery task calls, with a configuration built from a plain dict."""
+    """The run's own dry run, with a configuration built from a plain dict."""
     config = Config.from_env({"TIX_REPORTS_BASE_PATH": str(reports), "TIX_USAGE_ESTIMATOR": "queueing"})
     user, installation = next(path for path in reports.glob("*/*") if path.is_dir()).parts[-2:]
 
-    summary = process_installation(config, user, installation, dry_run=True)
+    summary = dry_run_installation(config, user, installation, resolver_from_config(config))
 
     payloads = [window.payload for window in summary.windows if window.payload is not None]
     assert payloads

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import math
 import os
 import secrets
@@ -19,10 +18,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from processor.atomic import DeferredEffects, atomic_write_bytes
+from processor.atomic import atomic_write_bytes
 from processor.errors import InstallationBusy, LockLost
+from processor.logs import event_logger
 
-logger = logging.getLogger(__name__)
+log = event_logger(__name__)
 
 #: Name of the lock file inside an installation directory (change D8).
 LOCK_NAME = ".tix-processor.lock"
@@ -196,71 +196,15 @@ def lock_state(
 
 
 def _read_bytes(path: Path) -> bytes | None:
-    """The bytes of ``path`` without following a link (at most 64 KiB; a lock is ~150 bytes); None if it is gone."""
+    """The first bytes of ``path`` (a link is not followed; a lock holds about 150); None if it is gone."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
     try:
-        return os.read(fd, 65536)
+        return os.read(fd, MAX_LOCK_BYTES)
     finally:
         os.close(fd)
-
-
-class _Renewer:
-    """
-    The renewal thread of this process: one daemon thread renews every lock held in the process when it is due.
-
-    Starting and joining a thread for every task cost more than the task's fences; a lock joins with
-    :meth:`add` when it is acquired and leaves with :meth:`remove` before it is released. A process made by
-    ``fork`` starts its own thread at its first :meth:`add` (threads are not inherited).
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._due: dict[LeaseLock, float] = {}  # lock -> monotonic time of its next renewal
-        self._pid: int | None = None
-
-    def add(self, lock: LeaseLock, interval_s: float) -> None:
-        with self._condition:
-            if self._pid != os.getpid():
-                self._due = {}
-                self._pid = os.getpid()
-                threading.Thread(target=self._loop, name="lock-renewal", daemon=True).start()
-            self._due[lock] = time.monotonic() + interval_s
-            self._condition.notify()
-
-    def remove(self, lock: LeaseLock) -> None:
-        with self._condition:
-            self._due.pop(lock, None)
-
-    def _loop(self) -> None:
-        while True:
-            with self._condition:
-                now = time.monotonic()
-                due = [lock for lock, when in self._due.items() if when <= now]
-                if not due:
-                    self._condition.wait(min(self._due.values()) - now if self._due else None)
-                    continue
-                for lock in due:
-                    self._due[lock] = math.inf  # being renewed; remove() may still take it out
-            for lock in due:
-                interval_s = lock.lease_s / 3
-                if lock.renew():
-                    wait_s = interval_s
-                elif lock.lost:
-                    wait_s = math.inf
-                else:
-                    wait_s = min(interval_s, RENEW_RETRY_S)
-                with self._condition:
-                    if lock in self._due:
-                        if math.isinf(wait_s):
-                            del self._due[lock]
-                        else:
-                            self._due[lock] = time.monotonic() + wait_s
-
-
-_RENEWER = _Renewer()
 
 
 class LeaseLock:
@@ -268,9 +212,9 @@ class LeaseLock:
     Lease lock of one installation directory (windows spec §8).
 
     Use as a context manager: entering acquires (raising :class:`InstallationBusy` when another live holder
-    has it) and hands the lock to the process's renewal thread; leaving takes it back, so that no renewal can
-    happen any more, and deletes the lock file only if it still carries this lock's token. Call :meth:`fence`
-    immediately before every side effect on the installation.
+    has it) and starts the lock's renewal thread; leaving stops that thread, so that no renewal can happen any
+    more, and deletes the lock file only if it still carries this lock's token. Call :meth:`fence` immediately
+    before every side effect on the installation.
 
     Parameters
     ----------
@@ -281,12 +225,10 @@ class LeaseLock:
     host : str, optional
         This machine's host name (default ``socket.gethostname()``); tests pass another to play a remote holder.
     renew : bool
-        Renew the lock in the background (default True), by the one renewal thread of the process.
+        Renew the lock in a background thread while it is held (default True), as the spec asks: an analysis or
+        a POST with its retries may outlast a fence-free stretch of the lease.
     clock : callable
         Wall clock, Unix seconds (lock times are compared across machines, so never a monotonic clock).
-    deferred : DeferredEffects, optional
-        Start the new lock file's fsync there instead of waiting for it in :meth:`acquire`; the caller waits for
-        it before its first side effect.
     """
 
     def __init__(
@@ -297,7 +239,6 @@ class LeaseLock:
         host: str | None = None,
         renew: bool = True,
         clock: Callable[[], float] = time.time,
-        deferred: DeferredEffects | None = None,
     ) -> None:
         if not lease_s > 0:
             raise ValueError(f"`lease_s` must be positive, got {lease_s!r}")
@@ -309,12 +250,11 @@ class LeaseLock:
         self.expires_at = 0.0
         self._renew = renew
         self._clock = clock
-        self._deferred = deferred
         self._held = False
         self._lost: str | None = None
-        # The bytes this lock wrote last and their expires_at, as one pair: a fence finding them needs no parsing.
-        self._written: tuple[bytes, float] = (b"", 0.0)
-        self._mutex = threading.Lock()
+        self._stop_renewal = threading.Event()
+        self._renewal: threading.Thread | None = None
+        self._log = log.bind(directory=self.directory)
 
     # -- acquisition -------------------------------------------------------------------------------------------
 
@@ -329,9 +269,11 @@ class LeaseLock:
                 self._held = True
                 self._lost = None
                 # Hold intervals per installation, with host and pid, make overlaps measurable (reliability §5).
-                logger.debug("lock acquired directory=%s pid=%s token=%s", self.directory, os.getpid(), self.token[:8])
+                self._log.debug("lock acquired", pid=os.getpid(), token=self.token[:8])
                 if self._renew:
-                    _RENEWER.add(self, self.lease_s / 3)
+                    self._stop_renewal.clear()
+                    self._renewal = threading.Thread(target=self._keep_renewed, name="lock-renewal", daemon=True)
+                    self._renewal.start()
                 return
             seen = read_lock_file(self.directory)
             if seen is None:
@@ -357,25 +299,20 @@ class LeaseLock:
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view) :]
-            if self._deferred is None:
-                os.fsync(fd)
+            os.fsync(fd)
         except BaseException:
-            os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             raise
-        if self._deferred is not None:
-            self._deferred.fsync(fd)  # closes fd
-        else:
+        finally:
             os.close(fd)
         # No fsync of the directory (windows spec §8 asks for the file's only): after a machine crash no holder is
         # alive, and a lost lock file is as good as a stale one.
-        self._written = (content, self.expires_at)
         return True
 
     def _take_over(self, judged: bytes, state: LockState) -> bool:
         """
-        Remove an expired lock whose bytes were ``judged``; True when the caller may create a new one.
+        Remove a stale lock whose bytes were ``judged``; True when the caller may create a new one.
 
         The lock is renamed to ``.tix-processor.lock.stale-<own token>`` and compared with what was judged: a
         fresh lock created in between is put back with a hard link and the installation counts as busy.
@@ -387,13 +324,12 @@ class LeaseLock:
             return True  # gone meanwhile: start again with the exclusive create
         if _read_bytes(stale) == judged:
             os.unlink(stale)
-            logger.warning(
-                "lock taken over directory=%s reason=%s holder_host=%s holder_pid=%s expires_at=%s",
-                self.directory,
-                state.stale_reason,
-                state.holder.host if state.holder is not None else None,
-                state.holder.pid if state.holder is not None else None,
-                f"{state.expires_at:.3f}",
+            self._log.warning(
+                "lock taken over",
+                reason=state.stale_reason,
+                holder_host=state.holder.host if state.holder is not None else None,
+                holder_pid=state.holder.pid if state.holder is not None else None,
+                expires_at=f"{state.expires_at:.3f}",
             )
             return True
         with contextlib.suppress(FileExistsError, FileNotFoundError):
@@ -412,7 +348,19 @@ class LeaseLock:
     def _mark_lost(self, detail: str) -> None:
         if self._lost is None:
             self._lost = detail
-            logger.error("lock lost directory=%s detail=%s", self.directory, detail)
+            self._log.error("lock lost", detail=detail)
+
+    def _keep_renewed(self) -> None:
+        """The renewal thread: renew every lease/3, retry sooner after a failure, end when stopped or lost."""
+        interval_s = self.lease_s / 3
+        wait_s = interval_s
+        while not self._stop_renewal.wait(wait_s):
+            if self.renew():
+                wait_s = interval_s
+            elif self.lost:
+                return
+            else:
+                wait_s = min(interval_s, RENEW_RETRY_S)
 
     def renew(self) -> bool:
         """
@@ -421,56 +369,46 @@ class LeaseLock:
         Returns True on success, False on a failure that may be retried; marks the lock lost when the token
         differs, the file is gone, or failures left less than 30 s of the lease.
         """
-        with self._mutex:
-            if not self._held or self._lost is not None:
+        if not self._held or self._lost is not None:
+            return False
+        try:
+            seen = read_lock_file(self.directory)
+            current = seen.holder if seen is not None else None
+            if current is None or current.token != self.token:
+                self._mark_lost("lock file gone" if seen is None else "token differs")
                 return False
-            try:
-                seen = _read_bytes(self.path)
-                current = Holder.from_json(seen) if seen is not None else None
-                if current is None or current.token != self.token:
-                    self._mark_lost("lock file gone" if seen is None else "token differs")
-                    return False
-                now = self._clock()
-                holder = Holder(self.host, os.getpid(), self.token, current.acquired_at, now + self.lease_s)
-                content = holder.to_json()
-                atomic_write_bytes(self.path, content, purpose="lock", mode=0o640)
-                self.expires_at = holder.expires_at
-                self._written = (content, holder.expires_at)
-                return True
-            except OSError as exc:
-                if self.expires_at - self._clock() < SKEW_S:
-                    self._mark_lost(f"renewal failing: {exc.strerror or exc}")
-                else:
-                    logger.warning("lock renewal failed directory=%s error=%s", self.directory, exc)
-                return False
+            now = self._clock()
+            holder = Holder(self.host, os.getpid(), self.token, current.acquired_at, now + self.lease_s)
+            atomic_write_bytes(self.path, holder.to_json(), purpose="lock", mode=0o640)
+            self.expires_at = holder.expires_at
+            return True
+        except OSError as exc:
+            if self.expires_at - self._clock() < SKEW_S:
+                self._mark_lost(f"renewal failing: {exc.strerror or exc}")
+            else:
+                self._log.warning("lock renewal failed", error=exc)
+            return False
 
     def fence(self) -> None:
         """
         Raise :class:`LockLost` unless the lock is still ours: not marked lost, the file carries this token and
         ``now < expires_at``. Call it immediately before every side effect on the installation.
-
-        The file is read every time. When it holds exactly the bytes this lock wrote last (the usual case), its
-        token and ``expires_at`` are known without parsing them.
         """
         if not self._held:
             raise LockLost(self.directory, "not held")
         if self._lost is None:
             try:
-                seen = _read_bytes(self.path)
+                seen = read_lock_file(self.directory)
             except OSError as exc:
                 self._mark_lost(f"lock file unreadable: {exc.strerror or exc}")
             else:
+                current = seen.holder if seen is not None else None
                 if seen is None:
                     self._mark_lost("lock file gone")
-                else:
-                    content, expires_at = self._written
-                    if seen != content:
-                        current = Holder.from_json(seen)
-                        if current is None or current.token != self.token:
-                            self._mark_lost("token differs")
-                        expires_at = current.expires_at if current is not None else -math.inf
-                    if self._lost is None and not self._clock() < expires_at:
-                        self._mark_lost("lease expired")
+                elif current is None or current.token != self.token:
+                    self._mark_lost("token differs")
+                elif not self._clock() < current.expires_at:
+                    self._mark_lost("lease expired")
         if self._lost is not None:
             raise LockLost(self.directory, self._lost)
 
@@ -478,19 +416,21 @@ class LeaseLock:
 
     def release(self) -> None:
         """Stop the renewal and delete the lock file if it still carries this token; never raises OSError."""
-        _RENEWER.remove(self)
-        with self._mutex:  # a renewal in progress ends first; none starts after this (renew checks _held)
-            held, self._held = self._held, False
-        if not held:
+        self._stop_renewal.set()
+        if self._renewal is not None:
+            self._renewal.join()  # a renewal in progress ends first; none starts after this
+            self._renewal = None
+        if not self._held:
             return
+        self._held = False
         try:
             seen = _read_bytes(self.path)
             current = Holder.from_json(seen) if seen is not None else None
             if current is not None and current.token == self.token:
                 os.unlink(self.path)
-                logger.debug("lock released directory=%s pid=%s token=%s", self.directory, os.getpid(), self.token[:8])
+                self._log.debug("lock released", pid=os.getpid(), token=self.token[:8])
         except OSError as exc:
-            logger.error("lock release failed directory=%s error=%s", self.directory, exc)
+            self._log.error("lock release failed", error=exc)
 
     def __enter__(self) -> LeaseLock:
         self.acquire()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -13,9 +12,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from processor.atomic import DeferredEffects, atomic_write_bytes
+from processor.atomic import atomic_write_bytes
+from processor.logs import event_logger
 
-logger = logging.getLogger(__name__)
+log = event_logger(__name__)
 
 #: Name of the state file inside an installation directory (change D9).
 STATE_NAME = ".tix-processor-state"
@@ -289,7 +289,7 @@ def read_state(
     except StateFormatError as exc:
         problem = str(exc)
     if not set_aside:
-        logger.warning("state file corrupt, left in place directory=%s problem=%r", directory, problem)
+        log.warning("state file corrupt, left in place", directory=directory, problem=problem)
         return State()
     if before_effect is not None:
         before_effect()
@@ -299,13 +299,10 @@ def read_state(
         suffix += 1
         aside = directory / f"{STATE_NAME}.corrupt-{int(now_s())}-{suffix}"
     os.rename(path, aside)
-    logger.error("state file corrupt directory=%s problem=%r set_aside=%s", directory, problem, aside.name)
+    log.error("state file corrupt", directory=directory, problem=problem, set_aside=aside.name)
     return State()
 
 
-def write_state(directory: Path, state: State, *, deferred: DeferredEffects | None = None) -> None:
-    """
-    Replace the state file atomically (temporary file, fsync, rename, directory fsync), mode 0640; with
-    ``deferred`` the directory's fsync is started there instead of waited for (see :class:`DeferredEffects`).
-    """
-    atomic_write_bytes(directory / STATE_NAME, state.to_json(), purpose="state", mode=0o640, deferred=deferred)
+def write_state(directory: Path, state: State) -> None:
+    """Replace the state file atomically (temporary file, fsync, rename, directory fsync), mode 0640."""
+    atomic_write_bytes(directory / STATE_NAME, state.to_json(), purpose="state", mode=0o640)

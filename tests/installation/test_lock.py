@@ -135,8 +135,10 @@ class TestAcquire:
             holder = Holder.from_json((installation / LOCK_NAME).read_bytes())
 
         assert lock.token == holder.token
-        [record] = [r for r in caplog.records if r.msg.startswith("lock taken over")]
-        assert ("expired", "elsewhere", 4242) == record.args[1:4]
+        [record] = [r for r in caplog.records if r.event == "lock taken over"]
+        assert {"directory": installation, "reason": "expired", "holder_host": "elsewhere", "holder_pid": 4242} == {
+            key: record.fields[key] for key in ("directory", "reason", "holder_host", "holder_pid")
+        }
         assert [] == [p.name for p in installation.iterdir() if p.name.startswith(STALE_PREFIX)]
 
     def test_an_empty_lock_file_expires_a_lease_after_its_mtime(self, installation):
@@ -291,7 +293,9 @@ class TestRenewalAndFencing:
 
         assert lock.lost
         assert other == (installation / LOCK_NAME).read_bytes()
-        assert ["lock lost"] == [r.msg.split(" directory")[0] for r in caplog.records]
+        assert [("lock lost", installation, "token differs")] == [
+            (r.event, r.fields["directory"], r.fields["detail"]) for r in caplog.records
+        ]
 
     def test_a_removed_lock_file_is_lost(self, installation):
         with LeaseLock(installation, renew=False) as lock:

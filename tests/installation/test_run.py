@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
 import os
 import stat
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 
+from processor.config import Config
+from processor.delivery import Delivery
 from processor.delivery.failed_results import list_failed_results
 from processor.delivery.ip_to_as import Pfx2asBackend, Resolver
 from processor.delivery.tixapi import ApiClient
 from processor.errors import NotAnalysable
 from processor.installation import run as installation_module
+from processor.installation import window as window_module
+from processor.installation.dry_run import dry_run_installation
 from processor.installation.lock import LOCK_NAME, Holder, LeaseLock
 from processor.installation.run import run_installation
 from processor.installation.state import STATE_NAME, State, read_state, write_state
 from processor.observations import observations
 from processor.reports.files import write_report
 from processor.reports.windows import window_id
+from tests import logfmt
 from tests.fake_api import FakeApi
-from tests.test_atomic import _SlowFsync
+from tests.test_atomic import FsyncRecorder
 
 T1 = 1_700_000_000
 IP = "203.0.113.45"
@@ -130,30 +137,40 @@ def client(server: FakeApi) -> ApiClient:
     return ApiClient(server.base_url, user="admin", password="secret", timeout_s=5, backoff_s=(0.0, 0.0), jitter_s=0)
 
 
-def run(tree: Installation, server: FakeApi | None, analysis=None, **options):
-    return run_installation(
-        tree.base,
-        USER,
-        INSTALLATION,
-        analyse=analysis or FakeAnalysis(),
-        api=client(server) if server is not None else None,
-        resolver=Resolver(None),
-        **options,
-    )
+def config(tree: Installation, **changes) -> Config:
+    """The default configuration on the test tree, with ``changes`` (e.g. ``task_budget_s=1``)."""
+    return dataclasses.replace(Config.from_env({}), reports_base_path=tree.base, **changes)
+
+
+def delivery(server: FakeApi, resolver: Resolver | None = None) -> Delivery:
+    return Delivery(api=client(server), resolver=resolver or Resolver(None))
+
+
+def run(
+    tree: Installation,
+    server: FakeApi,
+    analysis=None,
+    *,
+    user=USER,
+    installation=INSTALLATION,
+    interrupts=(),
+    **changes,
+):
+    """One run of 7/12 with a deterministic analysis (the real one with ``analysis="real"``)."""
+    arguments = (config(tree, **changes), user, installation, delivery(server))
+    if analysis == "real":
+        return run_installation(*arguments, interrupts=interrupts)
+    with mock.patch.object(window_module, "analyse", analysis or FakeAnalysis()):
+        return run_installation(*arguments, interrupts=interrupts)
 
 
 def posted_timestamps(server: FakeApi) -> list[int]:
     return [record["json"]["timestamp"] for record in server.accepted()]
 
 
-def window_lines(caplog) -> list[dict[str, str]]:
-    """The key=value fields of every ``window done`` log record."""
-    lines = []
-    for record in caplog.records:
-        if record.msg.startswith("window done"):
-            keys = [part.split("=")[0] for part in record.msg.split()[2:]]
-            lines.append(dict(zip(keys, map(str, record.args), strict=True)))
-    return lines
+def events(caplog, event: str) -> list[dict]:
+    """The fields of every log record of ``event``."""
+    return [record.fields for record in caplog.records if getattr(record, "event", None) == event]
 
 
 class TestNormalRun:
@@ -167,8 +184,9 @@ class TestNormalRun:
         assert {"posted": 3} == summary.counts
         assert [T1 + 60 * 19 - 1, T1 + 60 * 28 - 1, T1 + 60 * 37 - 1] == posted_timestamps(api)
         assert names(28, 40) == tree.reports()
-        assert [[USER, INSTALLATION, "posted", "None"]] * 3 == [
-            [line["user"], line["installation"], line["outcome"], line["reason"]] for line in window_lines(caplog)
+        assert [[USER, INSTALLATION, "posted", None]] * 3 == [
+            [line["user"], line["installation"], line["outcome"], line["reason"]]
+            for line in events(caplog, "window done")
         ]
 
     def test_the_payload_carries_the_window_ip_and_null_as_fields(self, tree, api):
@@ -206,14 +224,9 @@ class TestNormalRun:
         (tmp_path / "asnames").write_text("64500\tEXAMPLE-NET - Example Networks, AR\n")
         tree.add(1, 19, ip="181.44.10.20")
 
-        summary = run_installation(
-            tree.base,
-            USER,
-            INSTALLATION,
-            analyse=FakeAnalysis(),
-            api=client(api),
-            resolver=Resolver(Pfx2asBackend(tmp_path / "pfx2as", tmp_path / "asnames")),
-        )
+        resolver = Resolver(Pfx2asBackend(tmp_path / "pfx2as", tmp_path / "asnames"))
+        with mock.patch.object(window_module, "analyse", FakeAnalysis()):
+            summary = run_installation(config(tree), USER, INSTALLATION, delivery(api, resolver))
 
         [payload] = [record["json"] for record in api.accepted()]
         assert (64500, "EXAMPLE-NET - Example Networks, AR") == (payload["asn"], payload["asOwner"])
@@ -258,7 +271,6 @@ class TestNormalRun:
 
     def test_real_analysis_of_simulated_reports(self, tree, api):
         """The real processor.analysis.analyse on 40 simulated minutes: windows are posted with finite values."""
-        from processor.analysis import analyse
         from processor.tools.simulate import simulate_installation, split_into_reports
 
         rng = np.random.default_rng(20231114)
@@ -266,9 +278,7 @@ class TestNormalRun:
         for part in split_into_reports(data, rng):
             write_report(tree.directory, part, from_address="181.44.10.20:4501", user_id=7, installation_id=12)
 
-        summary = run_installation(
-            tree.base, USER, INSTALLATION, analyse=analyse, api=client(api), resolver=Resolver(None)
-        )
+        summary = run(tree, api, "real")
 
         assert summary.windows
         assert all("posted" == window.outcome for window in summary.windows)
@@ -333,14 +343,9 @@ class TestApiFailures:
     def test_without_credentials_results_are_backed_up_without_a_request(self, tree, api):
         tree.add(1, 19)
 
-        summary = run_installation(
-            tree.base,
-            USER,
-            INSTALLATION,
-            analyse=FakeAnalysis(),
-            api=ApiClient(api.base_url, user=None, password=None, timeout_s=5),
-            resolver=Resolver(None),
-        )
+        anonymous = Delivery(ApiClient(api.base_url, user=None, password=None, timeout_s=5), Resolver(None))
+        with mock.patch.object(window_module, "analyse", FakeAnalysis()):
+            summary = run_installation(config(tree), USER, INSTALLATION, anonymous)
 
         assert {"backed_up": 1} == summary.counts
         assert [] == api.records()
@@ -372,39 +377,36 @@ class TestApiFailures:
 
 
 class TestCrashSafety:
-    def test_nothing_leaves_the_run_before_its_fsyncs_have_ended(self, tree, api, monkeypatch):
-        # The lock file's fsync and the directory fsync of the started-state write run in the background while
-        # the run reads and analyses; the fence before the POST must wait for them (DeferredEffects).
+    def test_nothing_leaves_the_run_before_the_started_attempt_is_durable(self, tree, api, monkeypatch):
+        """The lock file, then the started state (its file, then its directory) are synced before the POST."""
         tree.add(1, 19)
-        slow = _SlowFsync(delay_s=0.05)
-        monkeypatch.setattr(os, "fsync", slow)
-        in_flight_at_post: list[int] = []
+        synced = FsyncRecorder()
+        monkeypatch.setattr(os, "fsync", synced)
+        synced_at_post: list[list[str]] = []
         real_post = ApiClient.post
 
         def post(client, *args, **kwargs):
-            answer = real_post(client, *args, **kwargs)  # the fence is called inside, before the request
-            in_flight_at_post.append(slow.in_flight)
-            return answer
+            synced_at_post.append([Path(path).name for path in synced.done])
+            return real_post(client, *args, **kwargs)
 
         monkeypatch.setattr(ApiClient, "post", post)
         summary = run(tree, api)
 
         assert ["posted"] == [window.outcome for window in summary.windows]
-        assert [0] == in_flight_at_post
+        [(lock, state, directory)] = synced_at_post
+        assert (LOCK_NAME, INSTALLATION) == (lock, directory)
+        assert state.startswith(".tix-tmp-state-")
         assert 1 == len(api.records())
-        deferred = [path for path, thread in slow.done if thread.startswith("effects")]
-        assert [str(tree.directory / LOCK_NAME), str(tree.directory)] == deferred[:2]
-        assert 5 == len(slow.done)  # lock file; state file and directory, twice
 
     def test_reports_are_deleted_only_after_the_recording_is_durable(self, tree, api, monkeypatch):
         tree.add(1, 19)
-        slow = _SlowFsync(delay_s=0.02)
-        monkeypatch.setattr(os, "fsync", slow)
+        synced = FsyncRecorder()
+        monkeypatch.setattr(os, "fsync", synced)
         events: list[str] = []
         real_unlink = os.unlink
 
         def unlink(path, *args, **kwargs):
-            events.append(f"unlink after {len(slow.done)} fsyncs")
+            events.append(f"unlink after {len(synced.done)} fsyncs")
             real_unlink(path, *args, **kwargs)
 
         monkeypatch.setattr(os, "unlink", unlink)
@@ -417,38 +419,33 @@ class TestCrashSafety:
         assert not (tree.directory / LOCK_NAME).exists()
 
     def test_a_failing_fsync_of_the_recording_keeps_the_reports_and_the_next_run_finishes(self, tree, api, monkeypatch):
+        """The recording renamed into place but its directory not synced: no disposal, and no second POST."""
         tree.add(1, 19)
-        real_fsync = os.fsync
-        background: list[int] = []
+        synced = FsyncRecorder()
 
         def fsync(fd):
-            if threading.current_thread().name.startswith("effects"):
-                background.append(fd)
-                if len(background) == 3:  # lock file, started-state directory, recording's directory
-                    raise OSError(errno.EIO, "Input/output error")
-            real_fsync(fd)
+            if len(synced.done) == 4:  # lock file, started state and directory, recording: its directory fails
+                raise OSError(errno.EIO, "Input/output error")
+            synced(fd)
 
         with monkeypatch.context() as patch:
             patch.setattr(os, "fsync", fsync)
             summary = run(tree, api)
 
-        assert "io_error" == summary.outcome
+        assert "write_failed" == summary.outcome
         assert 1 == len(api.records())
-        assert names(1, 19) == tree.reports()  # the disposal did not follow the failed fsync
+        assert names(1, 19) == tree.reports()  # the disposal did not follow the failed write
         assert not (tree.directory / LOCK_NAME).exists()
         again = run(tree, api)
         assert "done" == again.outcome and 9 == again.recovered
         assert names(10, 19) == tree.reports()
         assert 1 == len(api.records())  # recorded as done: never posted again
 
-    def test_a_failing_background_fsync_stops_the_run_before_any_effect(self, tree, api, monkeypatch):
+    def test_a_failing_fsync_of_the_lock_stops_the_run_before_any_effect(self, tree, api, monkeypatch):
         tree.add(1, 19)
-        real_fsync = os.fsync
 
         def fsync(fd):
-            if threading.current_thread().name.startswith("effects"):
-                raise OSError(errno.EIO, "Input/output error")
-            real_fsync(fd)
+            raise OSError(errno.EIO, "Input/output error")
 
         monkeypatch.setattr(os, "fsync", fsync)
         summary = run(tree, api)
@@ -456,7 +453,27 @@ class TestCrashSafety:
         assert "io_error" == summary.outcome
         assert [] == api.records()
         assert names(1, 19) == tree.reports()
+        assert [] == [path.name for path in tree.directory.iterdir() if not path.name.endswith(".json")]
+
+    def test_a_failing_write_of_the_started_attempt_stops_the_run_before_the_post(self, tree, api, monkeypatch):
+        """Disk trouble before the analysis: nothing posted, nothing removed, the attempt does not count."""
+        tree.add(1, 19)
+        synced = FsyncRecorder()
+
+        def fsync(fd):
+            if len(synced.done) == 1:  # the lock file is synced; the started state's file fails
+                raise OSError(errno.EIO, "Input/output error")
+            synced(fd)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "fsync", fsync)
+            summary = run(tree, api)
+
+        assert "write_failed" == summary.outcome
+        assert [] == api.records()
+        assert names(1, 19) == tree.reports()
         assert not (tree.directory / LOCK_NAME).exists()
+        assert tree.state().attempt is None
 
     def test_a_crash_between_recording_and_disposal_is_finished_by_the_next_run(self, tree, api, monkeypatch):
         """Step 5 written, step 6 not done: the next run removes the older half and never posts the window again."""
@@ -469,7 +486,7 @@ class TestCrashSafety:
             raise Killed
 
         with monkeypatch.context() as patch:
-            patch.setattr(installation_module._Run, "_dispose", crash)
+            patch.setattr(installation_module._Run, "dispose", crash)
             with pytest.raises(Killed):
                 run(tree, api)
         assert names(1, 28) == tree.reports()
@@ -490,11 +507,11 @@ class TestCrashSafety:
         class Killed(BaseException):
             pass
 
-        def write_then_die(directory, state, **options):
+        def write_then_die(directory, state):
             writes.append(state)
             if len(writes) == 2:  # the first write is the attempt, the second would record the window
                 raise Killed
-            real_write(directory, state, **options)
+            real_write(directory, state)
 
         with monkeypatch.context() as patch:
             patch.setattr(installation_module, "write_state", write_then_die)
@@ -551,7 +568,9 @@ class TestCrashSafety:
         ]
         assert [] == tree.failed()
         assert {"too_few_bins": 1} == dict(tree.state().counters.not_analysable)
-        assert any(r.msg.startswith("window not analysable") and "too_few_bins" in r.args for r in caplog.records)
+        assert [("too_few_bins", name(1), name(19))] == [
+            (fields["reason"], fields["first"], fields["last"]) for fields in events(caplog, "window not analysable")
+        ]
 
     def test_an_interrupt_restores_the_attempt_count(self, tree, api):
         """A controlled stop (soft time limit) does not count towards the S4 cap."""
@@ -567,6 +586,23 @@ class TestCrashSafety:
         assert "interrupted" == summary.outcome
         assert 1 == tree.state().attempt.count
         assert not (tree.directory / LOCK_NAME).exists()
+
+    def test_an_interrupt_during_the_post_restores_the_attempt_count(self, tree, api, monkeypatch):
+        class SoftLimit(Exception):
+            pass
+
+        def interrupted_post(client, *args, **kwargs):
+            raise SoftLimit
+
+        tree.add(1, 19)
+        monkeypatch.setattr(ApiClient, "post", interrupted_post)
+
+        summary = run(tree, api, interrupts=(SoftLimit,))
+
+        assert ("interrupted", "SoftLimit") == (summary.outcome, summary.detail)
+        assert State() == tree.state()
+        assert names(1, 19) == tree.reports()
+        assert [] == tree.failed()
 
     def test_a_lost_lock_stops_the_run_before_the_post(self, tree, api):
         tree.add(1, 28)
@@ -586,14 +622,14 @@ class TestCrashSafety:
 
     def test_an_io_error_while_reading_reports_ends_the_run_without_changes(self, tree, api, monkeypatch):
         tree.add(1, 28)
-        real_read = installation_module.read_report
+        real_read = window_module.read_report
 
         def failing_read(path, info=None):
             if path.name == name(12):
                 raise OSError(5, "Input/output error", str(path))
             return real_read(path, info)
 
-        monkeypatch.setattr(installation_module, "read_report", failing_read)
+        monkeypatch.setattr(window_module, "read_report", failing_read)
         summary = run(tree, api)
 
         assert "io_error" == summary.outcome
@@ -617,14 +653,18 @@ class TestCrashSafety:
         tree.add(1, 19)
         (tree.directory / STATE_NAME).write_bytes(b"{broken")
 
-        summary = run(tree, api, clock=lambda: 1_800_000_000.0)
+        before = int(time.time())
+        summary = run(tree, api)
+        after = int(time.time())
 
         assert {"posted": 1} == summary.counts
-        assert b"{broken" == (tree.directory / f"{STATE_NAME}.corrupt-1800000000").read_bytes()
+        [aside] = tree.directory.glob(f"{STATE_NAME}.corrupt-*")
+        assert before <= int(aside.name.rpartition("-")[2]) <= after
+        assert b"{broken" == aside.read_bytes()
 
     def test_old_crash_leftovers_are_removed_and_young_ones_kept(self, tree, api):
         tree.add(1, 3)
-        now = 1_800_000_000.0
+        now = time.time()
         leftovers = [".tix-tmp-state-old", ".tix-processor.lock.stale-old", "failed-results/.tix-tmp-x-old"]
         (tree.directory / "failed-results").mkdir()
         for leftover in leftovers:
@@ -633,7 +673,7 @@ class TestCrashSafety:
         (tree.directory / ".tix-tmp-state-young").write_bytes(b"")
         os.utime(tree.directory / ".tix-tmp-state-young", (now - 100, now - 100))
 
-        run(tree, api, clock=lambda: now)
+        run(tree, api)
 
         assert [] == [leftover for leftover in leftovers if (tree.directory / leftover).exists()]
         assert (tree.directory / ".tix-tmp-state-young").exists()
@@ -680,8 +720,11 @@ class TestBadReports:
 
         assert sorted(bad) == tree.invalid()
         assert 0o750 == stat.S_IMODE((tree.directory / "invalid-reports").stat().st_mode)
-        moved = {r.args[2]: r.args[3] for r in caplog.records if r.msg.startswith("unusable report moved")}
+        moved = {fields["name"]: fields["reason"] for fields in events(caplog, "unusable report moved")}
         assert bad == moved
+        assert {f"invalid-reports/{bad_name}" for bad_name in bad} == {
+            fields["moved_to"] for fields in events(caplog, "unusable report moved")
+        }
         assert 10 == summary.invalid_reports == tree.state().counters.invalid_reports
         assert {"posted": 1} == summary.counts
 
@@ -700,11 +743,12 @@ class TestBadReports:
         tree.add(1, 25)
         young = tree.directory / name(15)
         young.write_bytes(b"")
-        os.utime(young, (T1 + 10_000, T1 + 10_000))
+        os.utime(young, (time.time() - 5, time.time() - 5))
 
-        first = run(tree, api, clock=lambda: T1 + 10_005.0)
+        first = run(tree, api)
         untouched = tree.reports()
-        second = run(tree, api, clock=lambda: T1 + 10_060.0)
+        os.utime(young, (time.time() - 60, time.time() - 60))
+        second = run(tree, api)
 
         assert () == first.windows
         assert names(1, 25) == untouched
@@ -720,23 +764,57 @@ class TestBadReports:
             summary = run(tree, api)
 
         assert 5 == summary.discarded_ip_change == tree.state().counters.discarded_ip_change
-        [line] = [r for r in caplog.records if r.msg.startswith("reports discarded")]
-        assert ("ip_change", 5, ",".join(names(1, 5))) == line.args[2:]
+        [line] = events(caplog, "reports discarded")
+        assert {"user": USER, "installation": INSTALLATION, "reason": "ip_change", "files": 5} == {
+            key: line[key] for key in ("user", "installation", "reason", "files")
+        }
+        assert ",".join(names(1, 5)) == line["names"]
         assert (name(6), name(24)) == (summary.windows[0].first, summary.windows[0].last)
+
+
+class TestLogLines:
+    def test_a_window_is_one_logfmt_line_with_empty_values_for_none(self, tree, api, caplog):
+        tree.add(1, 19)
+
+        with caplog.at_level(logging.INFO):
+            run(tree, api)
+
+        [line] = [record.getMessage() for record in caplog.records if getattr(record, "event", None) == "window done"]
+        event, fields = logfmt.parse(line)
+        assert "window done" == event
+        assert {"user": USER, "installation": INSTALLATION, "outcome": "posted", "reason": "", "asn": ""} == {
+            key: fields[key] for key in ("user", "installation", "outcome", "reason", "asn")
+        }
+        assert (name(1), name(19), "19", IP, "200") == (
+            fields["first"],
+            fields["last"],
+            fields["files"],
+            fields["ip"],
+            fields["status"],
+        )
+
+    def test_a_busy_installation_names_its_holder(self, tree, api, caplog):
+        tree.add(1, 3)
+
+        with caplog.at_level(logging.INFO), LeaseLock(tree.directory, renew=False):
+            run(tree, api)
+
+        [fields] = events(caplog, "installation busy")
+        assert (USER, INSTALLATION) == (fields["user"], fields["installation"])
+        assert f"pid={os.getpid()}" in fields["holder"]
 
 
 class TestBudgetAndDryRun:
     def test_no_window_starts_once_the_budget_is_used(self, tree, api):
-        """Each analysis takes 300 s of a 480 s budget: the second window starts at 300 s, the third never."""
+        """Each analysis takes 0.6 s of a 1 s budget: the second window starts at 0.6 s, the third never."""
         tree.add(1, 40)
-        now = [0.0]
         analysis = FakeAnalysis()
 
         def slow(window_observations):
-            now[0] += 300.0
+            time.sleep(0.6)
             return analysis(window_observations)
 
-        summary = run(tree, api, slow, budget_s=480, monotonic=lambda: now[0])
+        summary = run(tree, api, slow, task_budget_s=1)
 
         assert 2 == len(summary.windows)
         assert summary.budget_exhausted
@@ -750,7 +828,8 @@ class TestBudgetAndDryRun:
         os.utime(bad, (T1, T1))
         before = sorted((p.name, p.stat().st_mtime) for p in tree.directory.iterdir())
 
-        summary = run(tree, api, dry_run=True)
+        with mock.patch.object(window_module, "analyse", FakeAnalysis()):
+            summary = dry_run_installation(config(tree), USER, INSTALLATION, Resolver(None))
 
         assert before == sorted((p.name, p.stat().st_mtime) for p in tree.directory.iterdir())
         assert [] == api.records()
@@ -760,21 +839,55 @@ class TestBudgetAndDryRun:
         assert 1 == summary.invalid_reports
         assert 13 == summary.discarded_ip_change  # f28 … f40, left after window 3, when f41 changes the IP
 
+    def test_dry_run_lists_a_window_started_three_times_without_analysing_it(self, tree):
+        tree.add(1, 28)
+        write_state(tree.directory, State().started(window_id(names(1, 19))).started(window_id(names(1, 19))))
+        write_state(tree.directory, tree.state().started(window_id(names(1, 19))))
+        state = (tree.directory / STATE_NAME).read_bytes()
+        analysis = FakeAnalysis()
+
+        with mock.patch.object(window_module, "analyse", analysis):
+            summary = dry_run_installation(config(tree), USER, INSTALLATION, Resolver(None))
+
+        assert [("not_analysable", "repeated_failure"), ("dry_run", None)] == [
+            (window.outcome, window.reason) for window in summary.windows
+        ]
+        assert [T1 + 60 * 9] == analysis.calls  # the second window starts after the quarantined half, f10
+        assert state == (tree.directory / STATE_NAME).read_bytes()
+
+    def test_dry_run_leaves_a_corrupt_state_file_in_place(self, tree, caplog):
+        tree.add(1, 19)
+        (tree.directory / STATE_NAME).write_bytes(b"{broken")
+
+        with caplog.at_level(logging.WARNING), mock.patch.object(window_module, "analyse", FakeAnalysis()):
+            summary = dry_run_installation(config(tree), USER, INSTALLATION, Resolver(None))
+
+        assert {"dry_run": 1} == summary.counts
+        assert b"{broken" == (tree.directory / STATE_NAME).read_bytes()
+        assert events(caplog, "state file corrupt, left in place")
+
+    def test_dry_run_skips_what_the_recovery_would_remove(self, tree, api):
+        tree.add(1, 19)
+        run(tree, api)
+        tree.add(1, 9)  # as if the disposal of the recorded window had not happened
+
+        with mock.patch.object(window_module, "analyse", FakeAnalysis()):
+            summary = dry_run_installation(config(tree), USER, INSTALLATION, Resolver(None))
+
+        assert (9, ()) == (summary.recovered, summary.windows)
+        assert names(1, 19) == tree.reports()
+
 
 class TestValidation:
     @pytest.mark.parametrize(("user", "installation"), [("07", "12"), ("7", "+12"), ("x", "12"), ("7", "0")])
     def test_ids_that_are_not_canonical_decimals_are_refused(self, tree, api, user, installation):
-        summary = run_installation(
-            tree.base, user, installation, analyse=FakeAnalysis(), api=client(api), resolver=Resolver(None)
-        )
+        summary = run(tree, api, user=user, installation=installation)
 
         assert "invalid" == summary.outcome
 
     def test_a_symbolic_link_as_installation_directory_is_refused(self, tree, api):
         (tree.base / USER / "13").symlink_to(tree.directory)
 
-        summary = run_installation(
-            tree.base, USER, "13", analyse=FakeAnalysis(), api=client(api), resolver=Resolver(None)
-        )
+        summary = run(tree, api, installation="13")
 
         assert "invalid" == summary.outcome

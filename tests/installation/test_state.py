@@ -110,7 +110,9 @@ class TestReadState:
         assert State() == state
         assert not (tmp_path / STATE_NAME).exists()
         assert content == (tmp_path / f"{STATE_NAME}.corrupt-1700000000").read_bytes()
-        assert ["state file corrupt"] == [r.msg.split(" directory")[0] for r in caplog.records]
+        assert [("state file corrupt", tmp_path, f"{STATE_NAME}.corrupt-1700000000")] == [
+            (r.event, r.fields["directory"], r.fields["set_aside"]) for r in caplog.records
+        ]
 
     def test_two_corrupt_files_in_the_same_second_are_both_kept(self, tmp_path):
         for content in (b"one", b"two"):

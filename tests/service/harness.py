@@ -7,6 +7,7 @@ Everything here drives separate processes (``celery -A processor.tasks worker``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from processor.delivery.failed_results import FAILED_NAME_RE
 from processor.delivery.ip_to_as import process_resolver
 from processor.delivery.tixapi import build_payload
 from processor.errors import NotAnalysable, UnusableReport
-from processor.installation.run import run_installation
+from processor.installation.dry_run import dry_run_installation
 from processor.reports.files import read_report, report_candidates
 from processor.reports.tree import installation_dirs
 from processor.reports.windows import iter_windows
@@ -424,7 +425,7 @@ def dry_run_expectations(tree: Path, config: Config, *, scratch: Path) -> dict[s
 
     The project's own pure selection (:func:`iter_windows`: successive runs in memory) and analysis run on a
     copy of the tree in ``scratch``, without Celery; the AS resolver and the usage estimator are those of the
-    workers' configuration. The service's own dry run (:func:`run_installation` with ``dry_run=True``) runs on
+    workers' configuration. The service's own dry run (:func:`dry_run_installation`) runs on
     the same copy and must list the same windows — two views of one expectation.
     """
     copy = copy_tree(tree, scratch / "dry-run-tree")
@@ -471,16 +472,11 @@ def dry_run_expectations(tree: Path, config: Config, *, scratch: Path) -> dict[s
             tuple(invalid),
             dict(discarded),
         )
-        summary = run_installation(
-            copy,
+        summary = dry_run_installation(
+            dataclasses.replace(config, reports_base_path=copy, task_budget_s=3600),
             installation.user_id,
             installation.installation_id,
-            analyse=analyse,
-            api=None,
-            resolver=resolver,
-            usage_estimator=config.usage_estimator,
-            dry_run=True,
-            budget_s=3600,
+            resolver,
         )
         assert "done" == summary.outcome, summary
         service_view = [(w.first, w.last, w.timestamp, w.reason) for w in summary.windows]
