@@ -224,8 +224,7 @@ class ReportHandler:
     def __init__(self, installation_dir_path: str | os.PathLike[str]) -> None:
         self.installation_dir_path = installation_dir_path
         self.failed_results_dir_path = os.path.join(installation_dir_path, self.FAILED_RESULTS_DIR_NAME)
-        if not os.path.isdir(self.failed_results_dir_path):
-            os.mkdir(self.failed_results_dir_path)
+        self._make_failed_results_dir()
         self.reports_files = self.fetch_reports(installation_dir_path)
         self.processable_reports: list[Report] = []
 
@@ -298,13 +297,15 @@ class ReportHandler:
 
     def back_up_failed_results(self, results: dict[str, Any], ip: str) -> None:
         """Write ``{"results": results, "ip": ip}`` to ``failed-results/failed-report-<timestamp>.json``."""
-        # Imported here: reading reports (this package's import) must not load the delivery side.
-        from processor.delivery.failed_results import ensure_failed_results_dir
-        from processor.delivery.payload import encode_json
-
-        directory = ensure_failed_results_dir(Path(self.installation_dir_path))
+        self._make_failed_results_dir()
         name = self.FAILED_REPORT_FILE_NAME_TEMPLATE.format(timestamp=results["timestamp"])
-        atomic_write_bytes(directory / name, encode_json({"results": results, "ip": ip}), purpose="failed-result")
+        data = json.dumps({"results": results, "ip": ip}).encode("utf-8")
+        atomic_write_bytes(Path(self.failed_results_dir_path, name), data, purpose="failed-result")
+
+    def _make_failed_results_dir(self) -> None:
+        """Create ``failed-results/`` (not its parents) when it is missing."""
+        if not os.path.isdir(self.failed_results_dir_path):
+            os.mkdir(self.failed_results_dir_path)
 
     def failed_results_dir_is_empty(self) -> bool:
         """True when ``failed-results/`` is missing or empty."""
