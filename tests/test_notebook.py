@@ -1,8 +1,10 @@
-"""Tests of general_analysis_notebook.ipynb: it runs headless under papermill with its three parameters."""
+"""Tests of general_analysis_notebook.ipynb: it runs headless under papermill, with its defaults or three parameters."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,16 @@ def execute(output: Path, batches: Path, description: Path, net_usage: Path | st
     return json.loads(output.read_text(encoding="utf-8"))
 
 
+def execute_alone(directory: Path, *parameters: str) -> subprocess.CompletedProcess[str]:
+    """Run a copy of the notebook in ``directory``, which holds nothing else, with the package on the import path."""
+    shutil.copy(NOTEBOOK, directory / NOTEBOOK.name)
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "papermill", NOTEBOOK.name, "out.ipynb", *parameters],
+        cwd=directory, env=environment, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
 def outputs(notebook: dict) -> list[dict]:
     return [output for cell in notebook["cells"] if cell["cell_type"] == "code" for output in cell.get("outputs", [])]
 
@@ -55,6 +67,27 @@ class TestNotebookFile:
 
         assert [] == outputs(notebook)
         assert all(cell.get("execution_count") is None for cell in notebook["cells"] if cell["cell_type"] == "code")
+
+
+class TestDefaults:
+    def test_runs_with_its_defaults_where_nothing_is_beside_it_and_shows_every_plot(self, tmp_path):
+        """A fresh clone: the defaults name a simulated experiment, which the notebook makes on its first run."""
+        done = execute_alone(tmp_path)
+
+        assert 0 == done.returncode, done.stderr[-3000:]
+        notebook = json.loads((tmp_path / "out.ipynb").read_text(encoding="utf-8"))
+        assert [] == [output for output in outputs(notebook) if output["output_type"] == "error"]
+        assert 8 == images(notebook)  # the simulated experiment has a network log: all eight plots
+        texts = ["".join(output.get("text", "")) for output in outputs(notebook)]
+        assert any(text.startswith("made a simulated calibration experiment") for text in texts)
+        assert (tmp_path / "simulated-calibration" / "batches").is_dir()
+
+    def test_missing_input_stops_at_once_naming_the_three_parameters(self, tmp_path):
+        done = execute_alone(tmp_path, "-p", "BATCHES_DIR", "run/batches")
+
+        assert 0 != done.returncode
+        assert "Set BATCHES_DIR, TEST_CONFIG_FILE and NET_USAGE_FILE in the first cell" in done.stderr
+        assert not (tmp_path / "simulated-calibration").exists()
 
 
 class TestHeadlessRun:

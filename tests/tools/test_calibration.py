@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from processor.tools.calibration import plots
 from processor.tools.calibration.command import CSV_NAME, EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_arguments, run
 from processor.tools.calibration.description import Step, expected_usage, load_description, parse_description
 from processor.tools.calibration.netusage import BadNetworkUsage, group_network_usage, read_network_usage
+from processor.tools.calibration.notebook import prepare_inputs
 from processor.tools.calibration.table import (
     COLUMNS,
     NO_REPORT_FILES,
@@ -581,3 +583,124 @@ class TestSharedCalibrationData:
         row = table.loc["1505084037"]
         assert 1505085224 == row["batch_end"]
         assert pytest.approx((783 * 1.0 + 404 * 0.75) / 1187, abs=1e-15) == row["expected_downstream_usage"]
+
+
+class TestPlotsForPublication:
+    def test_line_breaks_where_no_point_falls_for_more_than_twenty_minutes(self):
+        times = pd.Series(pd.to_datetime([0, 540, 1080, 1080 + 1201, 1080 + 1201 + 540], unit="s", utc=True))
+        values = pd.Series([0.1, 0.2, np.nan, 0.4, 0.5])
+
+        x, y = plots.broken_at_gaps(times, values)
+
+        # The missing value at 1080 s leaves 540 → 2281 s (1741 s) without a point: one NaN, inside the gap.
+        assert [0.1, 0.2, None, 0.4, 0.5] == [None if math.isnan(value) else value for value in y]
+        assert times[1] < x.iloc[2] < times[3]
+
+    def test_one_missing_batch_stays_joined(self):
+        times = pd.Series(pd.to_datetime([0, 540, 1620], unit="s", utc=True))
+
+        _, y = plots.broken_at_gaps(times, pd.Series([0.1, 0.2, 0.3]))
+
+        assert [0.1, 0.2, 0.3] == y.tolist()
+
+    def test_every_title_names_the_experiment_and_time_axes_say_utc(self, experiment):
+        calibration = calibrate(experiment / "batches", experiment / "old.yml", experiment / "network_usage.log")
+
+        figures = plots.figures(calibration.table, calibration.network_groups, calibration.name)
+
+        assert experiment.name == calibration.name  # the directory of the description
+        assert all(experiment.name in figure.axes[0].get_title() for figure in figures.values())
+        timed = [stem for stem, figure in figures.items() if figure.axes[0].get_xlabel() == "time (UTC)"]
+        assert [stem for stem in figures if stem != "scatter"] == timed
+
+    def test_time_axis_labels_are_utc_whatever_the_local_zone(self, experiment, monkeypatch):
+        """Batch START_S is 08:00 UTC; in a zone 3 h west the axis still reads 08:00."""
+        monkeypatch.setenv("TZ", "America/Argentina/Buenos_Aires")
+        time.tzset()
+        try:
+            table = calibrate(experiment / "batches", experiment / "old.yml").table
+            figure = plots.usage_figure(table, "x")
+            figure.canvas.draw()
+            labels = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+
+        assert "08:00" in labels, labels
+
+    def test_relative_error_shows_both_estimators_above_the_floor_and_says_what_it_leaves_out(self, experiment):
+        """Expected usage 0.001 would divide errors by a thousandth; the plot leaves such batches out and says so."""
+        table = calibrate(experiment / "batches", experiment / "old.yml").table
+        table.loc[0, "expected_downstream_usage"] = 0.001
+        table.loc[0, "relative_error"] = table.loc[0, "error"] / 0.001
+
+        figure = plots.relative_error_figure(table, "x")
+
+        axes = figure.axes[0]
+        legend = axes.get_legend()
+        assert [plots.ORIGINAL_LABEL, plots.QUEUEING_LABEL] == [text.get_text() for text in legend.get_texts()]
+        assert "only batches with expected usage ≥ 0.1 (1 of 4 left out)" == legend.get_title().get_text()
+        shown = np.concatenate([line.get_ydata() for line in axes.get_lines()]).astype(float)
+        assert 6 == np.count_nonzero(~np.isnan(shown))  # three batches, two estimators
+        assert np.nanmax(shown) < 5
+
+    def test_name_option_sets_the_titles(self, experiment, tmp_path, capsys):
+        status = cli(
+            "--batches", experiment / "batches", "--description", experiment / "old.yml",
+            "--out", tmp_path, "--name", "run of 12 May",
+        )  # fmt: skip
+
+        assert EXIT_OK == status
+        assert "run of 12 May" == calibrate(experiment / "batches", experiment / "old.yml", name="run of 12 May").name
+
+
+class TestUtcTimes:
+    def test_table_times_are_utc(self, experiment):
+        table = calibrate(experiment / "batches", experiment / "old.yml").table
+
+        assert "UTC" == str(table["batch_start_time"].dt.tz)
+        assert pd.Timestamp(START_S, unit="s", tz="UTC") == table.loc[0, "batch_start_time"]
+
+    def test_csv_time_columns_are_iso_8601_utc(self, experiment, tmp_path):
+        status = cli("--batches", experiment / "batches", "--description", experiment / "old.yml", "--out", tmp_path)
+
+        csv = pd.read_csv(tmp_path / CSV_NAME, dtype=str, keep_default_na=False)
+        assert EXIT_OK == status
+        # START_S = 1 700 035 200 = 2023-11-15 08:00:00 UTC; batch 0 ends 1139 s later.
+        assert "2023-11-15T08:00:00Z" == csv.loc[0, "batch_start_time"]
+        assert "2023-11-15T08:18:59Z" == csv.loc[0, "batch_end_time"]
+        assert "" == csv.loc[4, "batch_end_time"]  # not analysed
+
+    def test_relative_error_of_the_queueing_share_is_in_the_csv(self, experiment, tmp_path):
+        status = cli("--batches", experiment / "batches", "--description", experiment / "old.yml", "--out", tmp_path)
+
+        csv = pd.read_csv(tmp_path / CSV_NAME).dropna(subset=["error_queueing"])
+        assert EXIT_OK == status
+        assert len(csv) == 4
+        expected = np.where(
+            csv["expected_downstream_usage"] > 0,
+            csv["error_queueing"] / csv["expected_downstream_usage"],
+            csv["error_queueing"],
+        )
+        assert pytest.approx(expected, rel=1e-12) == csv["relative_error_queueing"].to_numpy()
+
+
+class TestNotebookInputs:
+    def test_default_experiment_is_made_in_the_working_directory_when_absent(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        defaults = ("simulated-calibration/batches", "simulated-calibration/description.yml",
+                    "simulated-calibration/network_usage.log")  # fmt: skip
+
+        line = prepare_inputs(*defaults)
+
+        assert line.startswith("made a simulated calibration experiment")
+        assert all((tmp_path / path).exists() for path in defaults)
+        assert prepare_inputs(*defaults).startswith("analysing simulated-calibration/batches")  # made once
+
+    def test_missing_input_stops_with_a_message_naming_the_three_parameters(self, tmp_path):
+        with pytest.raises(FileNotFoundError) as caught:
+            prepare_inputs(tmp_path / "nothing", tmp_path / "description.yml", "")
+
+        message = str(caught.value)
+        assert f"BATCHES_DIR = {str(tmp_path / 'nothing')!r}" in message
+        assert "Set BATCHES_DIR, TEST_CONFIG_FILE and NET_USAGE_FILE in the first cell" in message

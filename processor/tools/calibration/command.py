@@ -19,22 +19,25 @@ service would, compare the measured downstream usage (the original rule, and the
 the usage the test description implies (and, with --net-usage, with the rate the test machine logged), and write
 into --out:
   calibration.csv   one row per batch directory (empty cells for a batch that could not be analysed);
-                    down_usage_queueing and error_queueing for the queueing share
-  usage.png         measured (both estimators) and expected downstream usage over time
-  error.png (both estimators), relative-error.png, scatter.png (measured vs expected, both estimators)
+                    down_usage_queueing, error_queueing, relative_error_queueing for the queueing share
+  usage.png         measured (both estimators) and expected downstream usage over time (UTC)
+  error.png, relative-error.png (both estimators; the relative error only where the expected usage is at
+                    least 0.1), scatter.png (measured vs expected, both estimators)
   actual-rate.png, usage-actual.png, actual-error.png, actual-relative-error.png   (with --net-usage)
-Batches that cannot be analysed are listed on stderr. The last line on stdout is a JSON summary:
+Titles name the experiment (--name, default the directory of --description); lines are broken where no batch
+started for more than 20 minutes; the CSV's times are UTC. Batches that cannot be analysed are listed on stderr.
+The last line on stdout is a JSON summary:
   {"batches", "windows", "not_analysable", "reasons", "compared", "mae", "median_ae", "max_ae", ...,
    "mae_queueing", "median_ae_queueing", "max_ae_queueing"}
 Exit status: 0 written, 1 no batch analysed or I/O error, 2 usage error or unreadable description."""
 
 EPILOG = """\
 examples:
-  python -m processor calibrate --batches ../shared/data/calibration/batch-test-report-1b \\
-      --description ../shared/data/calibration/batch-test-report-1b/description.yml --out /tmp/calibration-1b
-  mkdir batches && tar -xzf test/batch-test-report.tar.gz -C batches/
-  python -m processor calibrate --batches batches --description test/description.yml \\
-      --net-usage test/network_usage.log --out results"""
+  python -m processor simulate --calibration /tmp/experiment
+  python -m processor calibrate --batches /tmp/experiment/batches --description /tmp/experiment/description.yml \\
+      --net-usage /tmp/experiment/network_usage.log --out /tmp/experiment/calibration
+  mkdir run/batches && tar -xzf run/batch-test-report.tar.gz -C run/batches/
+  python -m processor calibrate --batches run/batches --description run/description.yml --out run/calibration"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
