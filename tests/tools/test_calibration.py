@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -704,3 +706,15 @@ class TestNotebookInputs:
         message = str(caught.value)
         assert f"BATCHES_DIR = {str(tmp_path / 'nothing')!r}" in message
         assert "Set BATCHES_DIR, TEST_CONFIG_FILE and NET_USAGE_FILE in the first cell" in message
+
+
+def test_calibrate_writes_its_files_with_the_umask_mode(experiment, tmp_path):
+    """0644 under the usual umask 022, like any file a user's program makes."""
+    previous = os.umask(0o022)
+    try:
+        status = cli("--batches", experiment / "batches", "--description", experiment / "old.yml", "--out", tmp_path)
+    finally:
+        os.umask(previous)
+
+    assert EXIT_OK == status
+    assert {0o644} == {stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
