@@ -189,6 +189,9 @@ class Config:
     log_level: str
     #: What fills the payload's ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``); both are always posted too.
     usage_estimator: UsageEstimator = "v2"
+    #: CA bundle (file or directory) that tix-api's certificate is verified with: ``REQUESTS_CA_BUNDLE``, else
+    #: ``CURL_CA_BUNDLE`` (the variables of ``requests``); None for the default of ``requests`` (certifi).
+    api_ca_bundle: str | None = None
     #: Configuration warnings, each "<VARIABLE>: <text>", to be logged at WARNING once at start.
     warnings: tuple[str, ...] = ()
 
@@ -290,6 +293,7 @@ class Config:
             usage_estimator=cast(
                 UsageEstimator, read.choice("TIX_USAGE_ESTIMATOR", default="v2", choices=USAGE_ESTIMATORS, upper=False)
             ),
+            api_ca_bundle=read.raw("REQUESTS_CA_BUNDLE") or read.raw("CURL_CA_BUNDLE") or None,
             warnings=tuple(read.warnings),
         )
         if read.problems:

@@ -23,7 +23,10 @@ Behaviours: ``status=None`` acts like tix-api (Basic auth of the admin, 200 with
 500 with ``Could not calculate ipToAs``, 3xx with a ``Location``) and nothing is stored. ``delay_s`` waits before
 acting; a client that gave up meanwhile is not stored. ``action``: ``answer`` (default), ``hang`` (never answer
 until the client leaves or the server stops), ``reset`` (close with a TCP reset, nothing stored),
-``store_then_drop`` (store, then close without answering: the ambiguous case).
+``store_then_drop`` (store, then close without answering: the ambiguous case), ``trickle`` (store, then answer 200
+one byte every 50 ms, status line and headers included), ``huge`` (store, then answer 200 with a 256 MiB body).
+The record's ``answer_bytes`` counts what the client of these two let through. ``location`` replaces the
+``Location`` of a 3xx answer.
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("answer", "hang", "reset", "store_then_drop")
+ACTIONS = ("answer", "hang", "reset", "store_then_drop", "trickle", "huge")
+TRICKLE_INTERVAL_S = 0.05
+TRICKLE_BYTES = 200
+HUGE_BODY_BYTES = 256 << 20
 SUCCESS = (200, 201, 204)
 REPORTS_PATH = re.compile(r"^/api/user/([^/]+)/installation/([^/]+)/reports/?$")
 USER_PATH = re.compile(r"^/api/user/([^/]+)/?$")
@@ -87,6 +93,7 @@ class Behaviour:
     action: str = "answer"
     retry_after: str | None = None
     body: str | None = None
+    location: str | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -97,7 +104,8 @@ class Behaviour:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Behaviour:
-        return cls(**{key: data[key] for key in ("status", "delay_s", "action", "retry_after", "body") if key in data})
+        keys = ("status", "delay_s", "action", "retry_after", "body", "location")
+        return cls(**{key: data[key] for key in keys if key in data})
 
     @classmethod
     def parse(cls, text: str) -> Behaviour:
@@ -341,6 +349,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             self.rfile, self.wfile = io.BytesIO(), io.BytesIO()  # the base class still flushes and closes them
             return
+        if behaviour.action in ("trickle", "huge"):
+            self._stream_answer(behaviour.action, record)
+            return
         if behaviour.action == "store_then_drop":
             record["outcome"] = "dropped"
             record["accepted"] = True
@@ -354,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
             extra["Retry-After"] = behaviour.retry_after
         if status is not None and status not in SUCCESS:
             record["status"] = status
-            self._fixed_status(status, behaviour.body, extra)
+            self._fixed_status(status, behaviour.body, extra, behaviour.location)
             return
         credentials = self._credentials()
         state = self.state
@@ -382,13 +393,32 @@ class _Handler(BaseHTTPRequestHandler):
         measure.update({"location_id": 1, "provider_id": 1, "user_id": user_id})
         self._json(answer, measure)
 
-    def _fixed_status(self, status: int, body: str | None, extra: dict[str, str]) -> None:
+    def _stream_answer(self, action: str, record: dict[str, Any]) -> None:
+        """A stored measure whose 200 answer trickles in or is far too large; recorded once the client is gone."""
+        record.update(status=200, accepted=True, outcome=action, answer_bytes=0)
+        size = TRICKLE_BYTES if action == "trickle" else HUGE_BODY_BYTES
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode()
+        self.close_connection = True
+        if action == "trickle":
+            for byte in head + b" " * size:
+                if not self._wait(TRICKLE_INTERVAL_S):
+                    break
+                self.wfile.write(bytes([byte]))  # an OSError once the client closed: _report records "client_gone"
+                record["answer_bytes"] += 1
+            return
+        self.wfile.write(head)
+        chunk = bytes(64 * 1024)
+        while record["answer_bytes"] < size and not self.state.stopping.is_set():
+            self.wfile.write(chunk)
+            record["answer_bytes"] += len(chunk)
+
+    def _fixed_status(self, status: int, body: str | None, extra: dict[str, str], location: str | None = None) -> None:
         if status == 401:
             self._respond(status, (body or "Unauthorized").encode(), WWW_Authenticate='Basic realm="Users"', **extra)
         elif status == 500:
             self._respond(status, (body or "Could not calculate ipToAs: fake failure").encode(), **extra)
         elif 300 <= status < 400:
-            self._respond(status, (body or "").encode(), Location="http://127.0.0.1:9/elsewhere", **extra)
+            self._respond(status, (body or "").encode(), Location=location or "http://127.0.0.1:9/elsewhere", **extra)
         else:
             self._respond(status, (body or f"fake status {status}").encode(), **extra)
 

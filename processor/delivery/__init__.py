@@ -16,6 +16,11 @@ class Delivery:
     api: ApiClient
     resolver: Resolver
 
+    def close(self) -> None:
+        """Close the keep-alive connection to tix-api and the resolver's database connection."""
+        self.api.close()
+        self.resolver.close()
+
 
 def open_delivery(config: Config) -> Delivery:
     """

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
+import math
+import numbers
 import os
 import re
 import stat
@@ -13,15 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from processor.atomic import atomic_write_bytes, fsync_directory
-from processor.delivery.tixapi import build_payload, check_results, encode_json
+from processor.delivery.payload import build_payload, encode_json
 from processor.errors import ApiError, ApiRejected, BadFailedResult
+from processor.logs import event_logger
 
 if TYPE_CHECKING:
     from processor.config import UsageEstimator
     from processor.delivery.ip_to_as import Resolver
     from processor.delivery.tixapi import ApiClient
 
-logger = logging.getLogger(__name__)
+log = event_logger(__name__)
 
 #: Name of the directory inside an installation [Original].
 FAILED_RESULTS_DIR = "failed-results"
@@ -47,32 +49,44 @@ def failed_result_name(timestamp: int, n: int = 0) -> str:
     return f"failed-report-{timestamp:d}.json" if n == 0 else f"failed-report-{timestamp:d}-{n:d}.json"
 
 
-def _normal_results(results: Mapping[str, Any]) -> dict[str, Any]:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _require(block: Any, name: str, number_keys: tuple[str, ...]) -> Mapping[str, Any]:
+    """``block`` if it is a JSON object whose ``number_keys`` are finite numbers, else a ValueError naming the key."""
+    if not isinstance(block, Mapping):
+        raise ValueError(f"{name} must be an object")
+    for key in number_keys:
+        if not _is_number(block.get(key)):
+            raise ValueError(f"{name}.{key} must be a finite number, got {block.get(key)!r}")
+    return block
+
+
+def check_results(results: Any) -> Mapping[str, Any]:
     """
-    The results dict of analysis.md §7.7 as plain JSON types, keys in the documented order (usage unclamped).
+    Check that ``results``, read from a file, has the shape of analysis.md §7.7; the one check of a result.
 
-    A direction's ``usage_queueing`` (usage-queueing spec) is kept after the original keys when present, null
-    included; files of the original have none and stay without it.
+    ``{"timestamp": int, "upstream": {"usage", "quality", "hurst": {"wavelet", "rs"}}, "downstream": {…}}`` with
+    finite numbers; extra keys are allowed. The optional ``usage_queueing`` of each direction (usage-queueing
+    spec; absent from files of the original) must be null or a number in [0, 1] when present.
+
+    Raises
+    ------
+    ValueError
+        Naming the first key that is missing or has the wrong type.
     """
-    check_results(results)
-
-    def direction(block: Mapping[str, Any]) -> dict[str, Any]:
-        hurst = block["hurst"]
-        normal = {
-            "usage": float(block["usage"]),
-            "quality": float(block["quality"]),
-            "hurst": {"wavelet": float(hurst["wavelet"]), "rs": float(hurst["rs"])},
-        }
-        if "usage_queueing" in block:
-            queueing = block["usage_queueing"]
-            normal["usage_queueing"] = None if queueing is None else float(queueing)
-        return normal
-
-    return {
-        "timestamp": int(results["timestamp"]),
-        "upstream": direction(results["upstream"]),
-        "downstream": direction(results["downstream"]),
-    }
+    checked = _require(results, "results", ())
+    timestamp = checked.get("timestamp")
+    if not isinstance(timestamp, numbers.Integral) or isinstance(timestamp, bool):
+        raise ValueError(f"results.timestamp must be an integer, got {timestamp!r}")
+    for direction in ("upstream", "downstream"):
+        block = _require(checked.get(direction), f"results.{direction}", ("usage", "quality"))
+        _require(block.get("hurst"), f"results.{direction}.hurst", ("wavelet", "rs"))
+        queueing = block.get("usage_queueing")
+        if queueing is not None and not (_is_number(queueing) and 0.0 <= float(queueing) <= 1.0):
+            raise ValueError(f"results.{direction}.usage_queueing must be null or in [0, 1], got {queueing!r}")
+    return checked
 
 
 def failed_result_document(
@@ -81,17 +95,17 @@ def failed_result_document(
     """
     ``{"results", "ip", "asn", "asOwner"}`` in that order (§6.1), then ``upUsageQueueing``/``downUsageQueueing``.
 
-    ``results`` keeps the unclamped usage (and each direction's ``usage_queueing``); the two queueing shares are
-    repeated at the top level under their payload names, so that the file carries every payload field.
+    ``results`` is the analysis's results dict as it is (plain numbers, keys in order, usage unclamped, each
+    direction's ``usage_queueing`` when known); the two queueing shares are repeated at the top level under their
+    payload names, so that the file carries every payload field.
     """
-    normal = _normal_results(results)
     return {
-        "results": normal,
+        "results": results,
         "ip": ip,
         "asn": None if asn is None else int(asn),
         "asOwner": as_owner,
-        "upUsageQueueing": normal["upstream"].get("usage_queueing"),
-        "downUsageQueueing": normal["downstream"].get("usage_queueing"),
+        "upUsageQueueing": results["upstream"].get("usage_queueing"),
+        "downUsageQueueing": results["downstream"].get("usage_queueing"),
     }
 
 
@@ -111,10 +125,6 @@ def ensure_failed_results_dir(installation_dir: Path) -> Path:
     # The new entry needs no fsync of its own: a result is only written there after the state write of windows
     # spec §9.2 step 2, whose fsync of this same installation directory makes the entry durable too.
     return directory
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +224,6 @@ def write_failed_result(
         n += 1
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading
-
-
 @dataclass(frozen=True, slots=True)
 class FailedResultFile:
     """A file of ``failed-results/`` found by :func:`list_failed_results`."""
@@ -252,7 +258,7 @@ class FailedResult:
     """The content of one failed-results file."""
 
     path: Path
-    results: dict[str, Any]  #: analysis.md §7.7, usage unclamped
+    results: Mapping[str, Any]  #: analysis.md §7.7 as read, checked, usage unclamped
     ip: str
     asn: int | None
     as_owner: str | None
@@ -271,12 +277,14 @@ def load_failed_result(path: Path) -> FailedResult:
     """
     path = Path(path)
     try:
-        info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise BadFailedResult(path, "unreadable", "not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise BadFailedResult(path, "unreadable", f"{info.st_size} bytes")
-        data = path.read_bytes()
+        # O_NOFOLLOW | O_NONBLOCK: a link or a FIFO put in the file's place is neither followed nor waited on (H1).
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise BadFailedResult(path, "unreadable", "not a regular file")
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise BadFailedResult(path, "unreadable", f"more than {MAX_FILE_BYTES} bytes")
     except OSError as exc:
         raise BadFailedResult(path, "unreadable", exc.strerror or str(exc)) from exc
     try:
@@ -286,7 +294,7 @@ def load_failed_result(path: Path) -> FailedResult:
     if not isinstance(document, dict):
         raise BadFailedResult(path, "not_json", "not an object")
     try:
-        results = _normal_results(document.get("results"))  # type: ignore[arg-type]
+        results = check_results(document.get("results"))
     except ValueError as exc:
         raise BadFailedResult(path, "bad_results", str(exc)) from exc
     ip = document.get("ip")
@@ -302,10 +310,6 @@ def load_failed_result(path: Path) -> FailedResult:
     if not has_as:
         asn, owner = None, None
     return FailedResult(path=path, results=results, ip=ip, asn=asn, as_owner=owner, has_as=has_as)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Removing
 
 
 def _free_name(directory: Path, name: str) -> Path:
@@ -364,10 +368,6 @@ def delete_failed_result(path: Path, *, fence: Callable[[], None] | None = None)
     fsync_directory(path.parent)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Re-sending (§6.2)
-
-
 @dataclass(frozen=True, slots=True)
 class ResendSummary:
     """What one re-send pass did."""
@@ -415,7 +415,7 @@ def resend_failed_results(
     should_continue : callable, optional
         Asked before each file; false stops the pass (the run's time budget, §3.5).
     usage_estimator : {"v2", "queueing"}
-        What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``; :func:`processor.delivery.tixapi.build_payload`).
+        What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``, see ``build_payload``).
 
     Raises
     ------
@@ -427,6 +427,7 @@ def resend_failed_results(
         return ResendSummary()
     if not client.has_credentials:
         return ResendSummary(remaining=len(files), api_unusable=True)
+    run_log = log.bind(user=user_id, installation=installation_id)
     resent = rejected = 0
     for index, item in enumerate(files):
         if should_continue is not None and not should_continue():
@@ -438,14 +439,7 @@ def resend_failed_results(
                 continue  # gone meanwhile
             reject_failed_result(item.path, fence=fence)
             rejected += 1
-            logger.warning(
-                "failed result rejected user=%s installation=%s file=%s reason=%s detail=%s",
-                user_id,
-                installation_id,
-                item.path.name,
-                exc.reason,
-                exc.detail,
-            )
+            run_log.warning("failed result rejected", file=item.path.name, reason=exc.reason, detail=exc.detail)
             continue
         asn, owner = stored.asn, stored.as_owner
         if not stored.has_as and resolver is not None:
@@ -453,36 +447,17 @@ def resend_failed_results(
             asn, owner = answer.asn, answer.owner
         payload = build_payload(stored.results, ip=stored.ip, asn=asn, as_owner=owner, usage_estimator=usage_estimator)
         try:
-            answer_status = client.post(user_id, installation_id, payload, fence=fence)
+            posted = client.post(user_id, installation_id, payload, fence=fence)
         except ApiRejected as exc:
             reject_failed_result(item.path, fence=fence)
             rejected += 1
-            logger.warning(
-                "failed result rejected user=%s installation=%s file=%s reason=content_rejected status=%s",
-                user_id,
-                installation_id,
-                item.path.name,
-                exc.status,
-            )
+            run_log.warning("failed result rejected", file=item.path.name, reason=exc.reason, status=exc.status)
             continue
         except ApiError as exc:
-            logger.info(
-                "failed results re-send stopped user=%s installation=%s file=%s reason=%s remaining=%d",
-                user_id,
-                installation_id,
-                item.path.name,
-                exc.reason,
-                len(files) - index,
-            )
-            return ResendSummary(resent, rejected, len(files) - index, api_unusable=True, failure=exc)
+            remaining = len(files) - index
+            run_log.info("failed results re-send stopped", file=item.path.name, reason=exc.reason, remaining=remaining)
+            return ResendSummary(resent, rejected, remaining, api_unusable=True, failure=exc)
         delete_failed_result(item.path, fence=fence)
         resent += 1
-        logger.info(
-            "failed result re-sent user=%s installation=%s file=%s timestamp=%s status=%s",
-            user_id,
-            installation_id,
-            item.path.name,
-            item.timestamp,
-            getattr(answer_status, "status", None),
-        )
+        run_log.info("failed result re-sent", file=item.path.name, timestamp=item.timestamp, status=posted.status)
     return ResendSummary(resent, rejected, 0)

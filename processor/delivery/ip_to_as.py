@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
-import os
+import math
 import re
 import socket
-import threading
 import time
 from array import array
 from collections import OrderedDict
@@ -21,11 +19,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processor.errors import ResolverUnavailable
+from processor.logs import event_logger
 
 if TYPE_CHECKING:
     from processor.config import Config
 
-logger = logging.getLogger(__name__)
+log = event_logger(__name__)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -78,25 +77,12 @@ class Backend(Protocol):
     def lookup(self, address: Address) -> AsInfo: ...
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# mysql: the TiX iptoas database
-
-
 def best_router_row(rows: Iterable[Sequence[Any]], address: ipaddress.IPv4Address) -> int | None:
     """
     The AS of the longest ``routerviews`` prefix containing ``address`` (§7.3 step 2), or None.
 
-    Parameters
-    ----------
-    rows : iterable of (ip_router, noderouter, mask)
-        Candidate rows; malformed ones (unparseable address, mask outside 1–32, missing AS) are ignored.
-    address : IPv4Address
-        The client address.
-
-    Returns
-    -------
-    int or None
-        ``noderouter`` of the largest ``mask``; among equal masks the lowest ``noderouter``.
+    ``rows`` are ``(ip_router, noderouter, mask)``; malformed ones (unparseable address, mask outside 1–32, missing
+    AS) are ignored. Among equal masks the lowest ``noderouter`` wins.
     """
     target = int(address)
     best: tuple[int, int] | None = None  # (-mask, asn): the smallest wins
@@ -122,8 +108,9 @@ class MysqlBackend:
     """
     Longest-prefix lookup in the ``routerviews`` and ``namenodes`` tables of the TiX ``iptoas`` database.
 
-    One connection per process, reused and re-opened after an error; connect and read timeouts ``timeout_s``;
-    read-only queries with bound parameters. IPv4 only: the database holds no IPv6 prefix.
+    One connection, opened at the first lookup in the process that uses the backend, reused and re-opened after
+    an error; connect and read timeouts ``timeout_s``; read-only queries with bound parameters. IPv4 only: the
+    database holds no IPv6 prefix.
     """
 
     name = "mysql"
@@ -133,7 +120,6 @@ class MysqlBackend:
         self._password = password
         self.timeout_s = timeout_s
         self._connection: Any = None
-        self._pid: int | None = None
 
     def __repr__(self) -> str:
         return f"MysqlBackend(host={self.host!r}, port={self.port}, user={self.user!r}, database={self.database!r})"
@@ -141,9 +127,8 @@ class MysqlBackend:
     def _connect(self) -> Any:
         import pymysql
 
-        if self._connection is not None and self._pid == os.getpid():
+        if self._connection is not None:
             return self._connection
-        self._connection = None  # one inherited through fork is dropped, never used or closed with QUIT
         self._connection = pymysql.connect(
             host=self.host,
             port=self.port,
@@ -156,13 +141,12 @@ class MysqlBackend:
             charset="utf8mb4",
             autocommit=True,
         )
-        self._pid = os.getpid()
         return self._connection
 
     def close(self) -> None:
-        """Close this process's connection."""
+        """Close the connection, if one is open."""
         connection, self._connection = self._connection, None
-        if connection is not None and self._pid == os.getpid():
+        if connection is not None:
             # Closing a broken connection may fail in any way; there is nothing left to do then.
             with contextlib.suppress(Exception):
                 connection.close()
@@ -190,10 +174,6 @@ class MysqlBackend:
             self.close()
             raise ResolverUnavailable(f"mysql {self.host}:{self.port}: {type(exc).__name__}: {exc}") from exc
         return AsInfo(asn, min(names) if names else None)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# pfx2as: a local prefix-to-AS file
 
 
 _AS_SPLIT = re.compile(r"[_,]")
@@ -261,12 +241,8 @@ class PrefixTable:
 
     For each (address family, prefix length) the prefixes are kept as a sorted ``uint64`` array of their top
     ``length`` bits with a parallel ``uint32`` array of AS numbers; a lookup tries the lengths from the longest
-    down with one binary search each. IPv6 prefixes longer than /64 (rare) live in a dictionary.
-
-    Parameters
-    ----------
-    entries : iterable of (version, network, length, asn)
-        As produced by :func:`parse_prefix_line`. A prefix listed more than once keeps its lowest AS number.
+    down with one binary search each. IPv6 prefixes longer than /64 (rare) live in a dictionary. ``entries`` are
+    ``(version, network, length, asn)`` from :func:`parse_prefix_line`; a prefix listed twice keeps its lowest AS.
     """
 
     def __init__(self, entries: Iterable[tuple[int, int, int, int]]) -> None:
@@ -356,60 +332,54 @@ class Pfx2asBackend:
         self._table: PrefixTable | None = None
         self._names: dict[int, str] = {}
         self._signature: tuple[Any, ...] | None = None
-        self._checked_at: float | None = None
+        self._checked_at = -math.inf
 
     def _signatures(self) -> tuple[Any, ...]:
         names = None if self.names_file is None else _file_signature(self.names_file)
         return _file_signature(self.prefix_file), names
 
-    def load(self) -> None:
-        """Read both files now; raises :class:`ResolverUnavailable` when one cannot be read."""
-        try:
-            signature = self._signatures()
-            skipped = 0
+    def _load(self, signature: tuple[Any, ...]) -> None:
+        """Read both files; an OSError propagates."""
+        skipped = 0
 
-            def entries(lines: Iterable[str]) -> Iterable[tuple[int, int, int, int]]:
-                nonlocal skipped
-                for line in lines:
-                    stripped = line.strip()
-                    if not stripped or stripped.startswith("#"):
-                        continue
+        def entries(lines: Iterable[str]) -> Iterable[tuple[int, int, int, int]]:
+            nonlocal skipped
+            for line in lines:
+                stripped = line.strip()
+                if stripped and not stripped.startswith("#"):
                     entry = parse_prefix_line(stripped)
-                    if entry is None:
-                        skipped += 1
-                        continue
-                    yield entry
+                    skipped += entry is None
+                    if entry is not None:
+                        yield entry
 
-            with self.prefix_file.open("r", encoding="utf-8", errors="replace") as handle:
-                table = PrefixTable(entries(handle))
-            names: dict[int, str] = {}
-            if self.names_file is not None:
-                with self.names_file.open("r", encoding="utf-8", errors="replace") as handle:
-                    names = parse_names(handle)
-        except OSError as exc:
-            self._table, self._names, self._signature = None, {}, None
-            raise ResolverUnavailable(f"pfx2as: cannot read {exc.filename}: {exc.strerror or exc}") from exc
+        with self.prefix_file.open("r", encoding="utf-8", errors="replace") as handle:
+            table = PrefixTable(entries(handle))
+        names: dict[int, str] = {}
+        if self.names_file is not None:
+            with self.names_file.open("r", encoding="utf-8", errors="replace") as handle:
+                names = parse_names(handle)
         self._table, self._names, self._signature = table, names, signature
-        logger.info(
-            "ip-to-as prefix file loaded file=%s prefixes=%d malformed_lines=%d names=%d",
-            self.prefix_file,
-            table.size,
-            skipped,
-            len(names),
+        log.info(
+            "ip-to-as prefix file loaded",
+            file=self.prefix_file,
+            prefixes=table.size,
+            malformed_lines=skipped,
+            names=len(names),
         )
 
     def _ensure_loaded(self) -> PrefixTable:
+        """The table, read again when a file changed (looked at once per ``check_interval_s`` at most)."""
         now = self._clock()
-        due = self._checked_at is None or now - self._checked_at >= self.check_interval_s
-        if self._table is None or due:
-            self._checked_at = now
-            try:
-                signature = self._signatures()
-            except OSError as exc:
-                self._table, self._names, self._signature = None, {}, None
-                raise ResolverUnavailable(f"pfx2as: cannot read {exc.filename}: {exc.strerror or exc}") from exc
+        if self._table is not None and now - self._checked_at < self.check_interval_s:
+            return self._table
+        self._checked_at = now
+        try:
+            signature = self._signatures()
             if self._table is None or signature != self._signature:
-                self.load()
+                self._load(signature)
+        except OSError as exc:
+            self._table, self._names, self._signature = None, {}, None
+            raise ResolverUnavailable(f"pfx2as: cannot read {exc.filename}: {exc.strerror or exc}") from exc
         assert self._table is not None
         return self._table
 
@@ -421,23 +391,14 @@ class Pfx2asBackend:
         return AsInfo(asn, self._names.get(asn))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The resolver: rules common to all backends
-
-
 class Resolver:
     """
-    Resolves client addresses to AS numbers and names with the rules of §7.1.
+    Resolves client addresses to AS numbers and names with the rules of §7.1; one per process.
 
-    No lookup for host names and non-global addresses; a per-process LRU cache of ``cache_size`` entries valid
+    No lookup for host names and non-global addresses; a least-recently-used cache of ``cache_size`` entries valid
     ``cache_ttl_s`` seconds (found and not-found answers, never failures); after a backend failure (null, null)
     for ``suspend_s`` seconds without asking the backend, and at most one WARNING per ``warning_interval_s``.
-    :meth:`resolve` never raises.
-
-    Parameters
-    ----------
-    backend : Backend or None
-        None is the ``none`` backend: always (null, null), no warning.
+    :meth:`resolve` never raises. A ``backend`` of None is the ``none`` backend: always (null, null), no warning.
     """
 
     def __init__(
@@ -459,7 +420,6 @@ class Resolver:
         self._cache: OrderedDict[Address, tuple[float, AsInfo]] = OrderedDict()
         self._suspended_until: float | None = None
         self._warned_at: float | None = None
-        self._lock = threading.Lock()
 
     def resolve(self, ip: str) -> AsInfo:
         """The AS of the client address ``ip`` (text without port); :data:`NO_AS` when unknown or failing."""
@@ -468,45 +428,44 @@ class Resolver:
         address = lookup_address(ip)
         if address is None:
             return NO_AS
-        with self._lock:
-            now = self._clock()
-            cached = self._cache.get(address)
-            if cached is not None:
-                if cached[0] > now:
-                    self._cache.move_to_end(address)
-                    return cached[1]
-                del self._cache[address]
-            if self._suspended_until is not None and now < self._suspended_until:
-                return NO_AS
-            try:
-                answer = self.backend.lookup(address)
-            except Exception as exc:  # §7.1: a resolver failure never fails a window
-                self._failed(exc)
-                return NO_AS
-            self._suspended_until = None
-            if self.cache_ttl_s > 0:
-                self._cache[address] = (self._clock() + self.cache_ttl_s, answer)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-            return answer
+        now = self._clock()
+        cached = self._cache.get(address)
+        if cached is not None:
+            if cached[0] > now:
+                self._cache.move_to_end(address)
+                return cached[1]
+            del self._cache[address]
+        if self._suspended_until is not None and now < self._suspended_until:
+            return NO_AS
+        try:
+            answer = self.backend.lookup(address)
+        except Exception as exc:  # §7.1: a resolver failure never fails a window
+            self._failed(exc)
+            return NO_AS
+        self._suspended_until = None
+        if self.cache_ttl_s > 0:
+            self._cache[address] = (self._clock() + self.cache_ttl_s, answer)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return answer
 
     def _failed(self, exc: BaseException) -> None:
         now = self._clock()
         self._suspended_until = now + self.suspend_s
         if self._warned_at is None or now - self._warned_at >= self.warning_interval_s:
             self._warned_at = now
-            logger.warning(
-                "ip-to-as lookup failed backend=%s error=%s suspended_s=%g",
-                getattr(self.backend, "name", type(self.backend).__name__),
-                exc if isinstance(exc, ResolverUnavailable) else f"{type(exc).__name__}: {exc}",
-                self.suspend_s,
+            log.warning(
+                "ip-to-as lookup failed",
+                backend=getattr(self.backend, "name", type(self.backend).__name__),
+                error=exc if isinstance(exc, ResolverUnavailable) else f"{type(exc).__name__}: {exc}",
+                suspended_s=f"{self.suspend_s:g}",
             )
 
-    def clear_cache(self) -> None:
-        """Forget every cached answer and any suspension."""
-        with self._lock:
-            self._cache.clear()
-            self._suspended_until = None
+    def close(self) -> None:
+        """Close the backend's connection, if it has one (the mysql backend)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
 
 def backend_from_config(config: Config) -> Backend | None:
@@ -531,21 +490,3 @@ def resolver_from_config(config: Config) -> Resolver:
     return Resolver(
         backend_from_config(config), cache_size=config.iptoas_cache_size, cache_ttl_s=config.iptoas_cache_ttl_s
     )
-
-
-_process_resolver: tuple[Config, Resolver] | None = None
-_process_lock = threading.Lock()
-
-
-def process_resolver(config: Config) -> Resolver:
-    """
-    The resolver of this process for ``config``, created at the first call.
-
-    A worker child inherits the parent's resolver through fork; the cache stays valid and the MySQL backend opens
-    its own connection in the child.
-    """
-    global _process_resolver
-    with _process_lock:
-        if _process_resolver is None or _process_resolver[0] != config:
-            _process_resolver = (config, resolver_from_config(config))
-        return _process_resolver[1]

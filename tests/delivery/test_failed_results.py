@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from processor.delivery.failed_results import (
+    check_results,
     delete_failed_result,
     ensure_failed_results_dir,
     failed_result_bytes,
@@ -22,7 +23,8 @@ from processor.delivery.failed_results import (
     write_failed_result,
 )
 from processor.delivery.ip_to_as import AsInfo
-from processor.delivery.tixapi import ApiClient, build_payload, encode_json
+from processor.delivery.payload import build_payload, encode_json
+from processor.delivery.tixapi import ApiClient
 from processor.errors import BadFailedResult
 from tests.fake_api import Behaviour, FakeApi
 
@@ -255,6 +257,21 @@ class TestLoad:
 
         assert (loaded.has_as, loaded.asn, loaded.as_owner) == (False, None, None)
 
+    def test_links_fifos_and_files_over_1_mib_are_unreadable_without_being_followed_or_waited_on(self, failed_dir):
+        """reliability.md H1, H2: a FIFO opened without O_NONBLOCK would block the run forever."""
+        target = write_failed_result(failed_dir, results(), ip="200.40.1.2", asn=None, as_owner=None).path
+        os.symlink(target, failed_dir / "failed-report-1.json")
+        os.mkfifo(failed_dir / "failed-report-2.json")
+        (failed_dir / "failed-report-3.json").write_bytes(b" " * ((1 << 20) + 1))
+
+        reasons = []
+        for name in ("failed-report-1.json", "failed-report-2.json", "failed-report-3.json"):
+            with pytest.raises(BadFailedResult) as caught:
+                load_failed_result(failed_dir / name)
+            reasons.append(caught.value.reason)
+
+        assert ["unreadable"] * 3 == reasons
+
     @pytest.mark.parametrize(
         ("content", "reason"),
         [
@@ -277,6 +294,39 @@ class TestLoad:
             load_failed_result(path)
 
         assert caught.value.reason == reason
+
+
+class TestCheckResults:
+    """Results are checked once, where they enter from disk: the analysis's own go to the payload unchecked."""
+
+    def test_queueing_shares_may_be_absent_null_or_in_zero_one(self):
+        document = results_with_queueing(up=None, down=1)
+
+        assert document == check_results(document)
+        assert results() == check_results(results())
+
+    @pytest.mark.parametrize(
+        ("mutate", "fragment"),
+        [
+            (lambda r: r.pop("timestamp"), "timestamp"),
+            (lambda r: r.update(timestamp="1700001139"), "timestamp"),
+            (lambda r: r.update(timestamp=True), "timestamp"),
+            (lambda r: r.pop("downstream"), "downstream"),
+            (lambda r: r["upstream"].update(usage=None), "upstream.usage"),
+            (lambda r: r["upstream"].update(quality=float("nan")), "upstream.quality"),
+            (lambda r: r["downstream"]["hurst"].pop("rs"), "downstream.hurst.rs"),
+            (lambda r: r["downstream"].update(hurst=[0.5, 0.5]), "downstream.hurst"),
+            (lambda r: r["upstream"].update(usage_queueing=1.5), "upstream.usage_queueing"),
+            (lambda r: r["downstream"].update(usage_queueing="0.5"), "downstream.usage_queueing"),
+            (lambda r: r["downstream"].update(usage_queueing=float("nan")), "downstream.usage_queueing"),
+        ],
+    )
+    def test_results_of_the_wrong_shape_are_refused(self, mutate, fragment):
+        document = results()
+        mutate(document)
+
+        with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
+            check_results(document)
 
 
 class TestRejectAndDelete:

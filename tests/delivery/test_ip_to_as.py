@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from processor.config import Config
+from processor.delivery import open_delivery
 from processor.delivery.ip_to_as import (
     NO_AS,
     AsInfo,
@@ -26,7 +27,6 @@ from processor.delivery.ip_to_as import (
     parse_as_field,
     parse_names,
     parse_prefix_line,
-    process_resolver,
     resolver_from_config,
 )
 from processor.errors import ResolverUnavailable
@@ -364,7 +364,7 @@ class TestResolver:
         resolver = resolver_from_config(config)
 
         assert resolver.resolve("8.8.8.8") == AsInfo(15169, "GOOGLE - Google LLC, US")
-        assert process_resolver(config) is process_resolver(config)
+        assert open_delivery(config).resolver.resolve("8.8.8.8") == AsInfo(15169, "GOOGLE - Google LLC, US")
 
     def test_missing_prefix_file_resolves_to_null(self, tmp_path, caplog):
         config = Config.from_env({"TIX_IPTOAS_BACKEND": "pfx2as", "TIX_IPTOAS_PFX2AS_FILE": str(tmp_path / "gone")})
@@ -489,6 +489,20 @@ class TestMysqlBackend:
             assert backend._connection is first
         finally:
             backend.close()
+
+    def test_the_connection_is_opened_at_the_first_lookup_and_closed_with_the_resolver(self, iptoas_db):
+        """Made by open_delivery in the process that uses it: nothing is opened before a lookup there."""
+        backend = mysql_backend(iptoas_db)
+        resolver = Resolver(backend)
+        before = backend._connection
+
+        resolver.resolve("8.8.8.8")
+        opened = backend._connection
+        was_open = opened.open
+        resolver.close()
+
+        assert (None, True, None) == (before, was_open, backend._connection)
+        assert opened.open is False
 
     def test_connection_is_reopened_after_an_error(self, iptoas_db):
         backend = mysql_backend(iptoas_db)

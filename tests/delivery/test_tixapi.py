@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import multiprocessing
 import socket
 import time
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
 from processor import __version__
 from processor.config import Config
-from processor.delivery.tixapi import (
-    ApiClient,
-    api_base_url,
-    build_payload,
-    ca_bundle,
-    check_results,
-    encode_json,
-    warn_if_missing_credentials,
-)
+from processor.delivery import open_delivery
+from processor.delivery.payload import build_payload, encode_json
+from processor.delivery.tixapi import MAX_ANSWER_BYTES, ApiClient, api_base_url
 from processor.errors import ApiRejected, ApiUnavailable
-from tests.fake_api import Behaviour, FakeApi
+from tests.fake_api import HUGE_BODY_BYTES, Behaviour, FakeApi
 
 USER, PASSWORD = "admin", "s3cr3t:pass"
 
@@ -32,13 +26,6 @@ RESULTS = {
     "timestamp": 1700001139,
     "upstream": {"usage": 1.25, "quality": 0.75, "hurst": {"wavelet": 0.81, "rs": 0.64612805}},
     "downstream": {"usage": -0.125, "quality": 1.0, "hurst": {"wavelet": 0.5, "rs": 0.55}},
-}
-
-#: RESULTS as the analysis gives them now: each direction also carries ``usage_queueing`` (usage-queueing spec).
-RESULTS_WITH_QUEUEING = {
-    "timestamp": 1700001139,
-    "upstream": {**RESULTS["upstream"], "usage_queueing": 0.0625},
-    "downstream": {**RESULTS["downstream"], "usage_queueing": 0.875},
 }
 
 
@@ -109,136 +96,9 @@ class TestUrl:
         assert PASSWORD not in repr(client)
 
 
-class TestPayload:
-    def test_keys_are_in_the_order_of_the_specification(self):
-        assert list(payload()) == [
-            "timestamp",
-            "version",
-            "upUsage",
-            "upQuality",
-            "downUsage",
-            "downQuality",
-            "hurstUpRs",
-            "hurstUpWavelet",
-            "hurstDownRs",
-            "hurstDownWavelet",
-            "ip",
-            "asn",
-            "asOwner",
-            "upUsageQueueing",
-            "downUsageQueueing",
-        ]
-
-    def test_values_come_from_the_results_with_usage_clamped(self):
-        """D4: usage is clamped to [0, 1] in the payload only."""
-        body = payload()
-
-        assert body["timestamp"] == 1700001139
-        assert body["version"] == "1.0.0"
-        assert (body["upUsage"], body["downUsage"]) == (1.0, 0.0)
-        assert (body["upQuality"], body["downQuality"]) == (0.75, 1.0)
-        assert (body["hurstUpRs"], body["hurstUpWavelet"]) == (0.64612805, 0.81)
-        assert (body["hurstDownRs"], body["hurstDownWavelet"]) == (0.55, 0.5)
-        assert (body["ip"], body["asn"], body["asOwner"]) == (
-            "203.0.113.45",
-            64500,
-            "EXAMPLE-NET - Example Networks, AR",
-        )
-        assert RESULTS["upstream"]["usage"] == 1.25
-
-    def test_queueing_shares_are_always_carried_after_the_original_keys(self):
-        body = build_payload(RESULTS_WITH_QUEUEING, ip="203.0.113.45", asn=None, as_owner=None)
-
-        assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (0.0625, 0.875)
-        assert (body["upUsage"], body["downUsage"]) == (1.0, 0.0)  # v2, the default, fills the original fields
-        assert b'"asOwner": null, "upUsageQueueing": 0.0625, "downUsageQueueing": 0.875}' in encode_json(body)
-
-    def test_results_without_queueing_shares_post_them_as_null(self):
-        """A failed-results file of the original (or of an earlier version) has no ``usage_queueing``."""
-        body = payload()
-
-        assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (None, None)
-
-    def test_queueing_estimator_fills_the_usage_fields_with_the_queueing_shares(self):
-        v2 = build_payload(RESULTS_WITH_QUEUEING, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="v2")
-
-        body = build_payload(
-            RESULTS_WITH_QUEUEING, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing"
-        )
-
-        assert (body["upUsage"], body["downUsage"]) == (0.0625, 0.875)
-        assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (0.0625, 0.875)
-        assert list(body) == list(v2)
-        assert {k: v for k, v in body.items() if k not in ("upUsage", "downUsage")} == {
-            k: v for k, v in v2.items() if k not in ("upUsage", "downUsage")
-        }
-
-    def test_queueing_estimator_falls_back_to_the_clamped_original_usage_when_the_share_is_null(self):
-        results = json.loads(json.dumps(RESULTS_WITH_QUEUEING))
-        results["downstream"]["usage_queueing"] = None
-
-        body = build_payload(results, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing")
-        old = build_payload(RESULTS, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing")
-
-        assert (body["upUsage"], body["downUsage"], body["downUsageQueueing"]) == (0.0625, 0.0, None)
-        assert (old["upUsage"], old["downUsage"]) == (1.0, 0.0)
-
-    def test_unknown_usage_estimator_is_a_caller_error(self):
-        with pytest.raises(ValueError, match="usage_estimator"):
-            build_payload(RESULTS, ip="1.2.3.4", asn=None, as_owner=None, usage_estimator="v3")  # type: ignore[arg-type]
-
-    def test_unknown_as_is_sent_as_null(self):
-        body = build_payload(RESULTS, ip="2001:db8::1", asn=None, as_owner=None)
-
-        assert (body["asn"], body["asOwner"]) == (None, None)
-        assert b'"asn": null, "asOwner": null' in encode_json(body)
-
-    def test_encoding_uses_standard_separators_and_shortest_float_repr(self):
-        text = encode_json({"timestamp": 1, "x": 0.1 + 0.2, "name": "Telefónica"}).decode("utf-8")
-
-        assert text == '{"timestamp": 1, "x": 0.30000000000000004, "name": "Telefónica"}'
-
-    def test_numpy_numbers_are_accepted(self):
-        import numpy as np
-
-        results = json.loads(json.dumps(RESULTS))
-        results["timestamp"] = np.int64(5)
-        results["upstream"]["usage"] = np.float64(0.5)
-
-        body = build_payload(results, ip="1.2.3.4", asn=None, as_owner=None)
-
-        assert encode_json(body).startswith(b'{"timestamp": 5, "version": "1.0.0", "upUsage": 0.5,')
-
-    def test_queueing_shares_may_be_absent_null_or_in_zero_one(self):
-        results = json.loads(json.dumps(RESULTS_WITH_QUEUEING))
-        results["upstream"]["usage_queueing"] = None
-        results["downstream"]["usage_queueing"] = 1
-
-        check_results(results)
-        check_results(RESULTS)
-
-    @pytest.mark.parametrize(
-        ("mutate", "fragment"),
-        [
-            (lambda r: r.pop("timestamp"), "timestamp"),
-            (lambda r: r.update(timestamp="1700001139"), "timestamp"),
-            (lambda r: r.update(timestamp=True), "timestamp"),
-            (lambda r: r.pop("downstream"), "downstream"),
-            (lambda r: r["upstream"].update(usage=None), "upstream.usage"),
-            (lambda r: r["upstream"].update(quality=float("nan")), "upstream.quality"),
-            (lambda r: r["downstream"]["hurst"].pop("rs"), "downstream.hurst.rs"),
-            (lambda r: r["downstream"].update(hurst=[0.5, 0.5]), "downstream.hurst"),
-            (lambda r: r["upstream"].update(usage_queueing=1.5), "upstream.usage_queueing"),
-            (lambda r: r["downstream"].update(usage_queueing="0.5"), "downstream.usage_queueing"),
-            (lambda r: r["downstream"].update(usage_queueing=float("nan")), "downstream.usage_queueing"),
-        ],
-    )
-    def test_results_of_the_wrong_shape_are_refused(self, mutate, fragment):
-        results = json.loads(json.dumps(RESULTS))
-        mutate(results)
-
-        with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
-            check_results(results)
+def _post_from_a_new_delivery(config: Config, installation_id: str) -> None:
+    """What a pool child does: open its delivery (``worker_process_init``), then POST."""
+    open_delivery(config).api.post("23", installation_id, payload())
 
 
 class TestSuccess:
@@ -284,12 +144,30 @@ class TestSuccess:
         first, second = fake_api.records()
         assert first["client_port"] == second["client_port"]
 
-    def test_a_forked_process_opens_its_own_connection(self, fake_api, sleep):
-        """§5.3: the connection pool is never inherited through fork."""
+    def test_the_delivery_of_a_process_posts_through_one_session_and_one_connection(self, fake_api):
+        """One ``requests.Session`` per process (§5.3): the server sees both POSTs on one TCP connection."""
+        config = Config.from_env(
+            {"TIX_API_PORT": str(fake_api.port), "TIX_API_USER": USER, "TIX_API_PASSWORD": PASSWORD}
+        )
+        delivery = open_delivery(config)
+        try:
+            delivery.api.post("23", "41", payload())
+            delivery.api.post("23", "42", payload())
+        finally:
+            delivery.close()
+
+        assert 1 == len({record["client_port"] for record in fake_api.records()})
+        assert 2 == len(fake_api.accepted())
+
+    def test_the_delivery_opened_in_a_forked_process_has_its_own_connection(self, fake_api, sleep):
+        """§5.3: each process makes its session with ``open_delivery`` after the fork; none is inherited."""
         client = client_for(fake_api, sleep)
         client.post("23", "41", payload())
+        config = Config.from_env(
+            {"TIX_API_PORT": str(fake_api.port), "TIX_API_USER": USER, "TIX_API_PASSWORD": PASSWORD}
+        )
         context = multiprocessing.get_context("fork")
-        process = context.Process(target=client.post, args=("23", "42", payload()))
+        process = context.Process(target=_post_from_a_new_delivery, args=(config, "42"))
 
         process.start()
         process.join(30)
@@ -405,6 +283,17 @@ class TestFailures:
         assert (caught.value.reason, caught.value.status, caught.value.attempts) == ("unexpected_status", status, 1)
         assert len(fake_api.records()) == 1
 
+    @pytest.mark.parametrize("status", [301, 307, 308])
+    def test_a_redirect_to_a_place_that_would_accept_the_post_is_not_followed(self, fake_api, sleep, status):
+        """The ``Location`` is tix-api's own report URL (of another installation): following it would store it."""
+        fake_api.script(Behaviour(status=status, location=f"{fake_api.base_url}/api/user/23/installation/42/reports"))
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep).post("23", "41", payload())
+
+        assert ("unexpected_status", status) == (caught.value.reason, caught.value.status)
+        assert [("41", status)] == [(r["installation_id"], r["status"]) for r in fake_api.records()]
+
     def test_answer_slower_than_the_timeout_is_a_read_timeout_without_retry(self, fake_api, sleep):
         fake_api.set_behaviour(delay_s=3.0)
 
@@ -424,6 +313,39 @@ class TestFailures:
         assert (caught.value.reason, caught.value.attempts) == ("read_timeout", 1)
         (record,) = wait_for_records(fake_api, 1)
         assert record["outcome"] == "hang"
+
+    def test_an_answer_that_trickles_in_is_cut_at_the_deadline_as_a_read_timeout(self, fake_api, sleep):
+        """§5.3, H3: a byte every 50 ms never trips the read timeout, but the attempt ends near TIX_API_TIMEOUT."""
+        fake_api.set_behaviour(action="trickle")
+        timeout_s = 0.5
+        started = time.monotonic()
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client_for(fake_api, sleep, timeout_s=timeout_s).post("23", "41", payload())
+
+        elapsed_s = time.monotonic() - started
+        assert ("read_timeout", 1, True) == (caught.value.reason, caught.value.attempts, caught.value.ambiguous)
+        assert elapsed_s < 3 * timeout_s
+        assert [] == sleep.waits
+
+    def test_a_success_with_a_huge_body_is_read_to_64_kib_only(self, fake_api, sleep):
+        """H2: the status decides; the body beyond 64 KiB is neither read nor kept, and its connection dropped."""
+        fake_api.script(Behaviour(action="huge"))
+        client = client_for(fake_api, sleep)
+
+        tracemalloc.start()
+        try:
+            result = client.post("23", "41", payload())
+            peak_bytes = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        second = client.post("23", "42", payload())
+
+        first_record, second_record = wait_for_records(fake_api, 2)
+        assert (200, 200) == (result.status, second.status)
+        assert peak_bytes < 16 * MAX_ANSWER_BYTES
+        assert first_record["answer_bytes"] < HUGE_BODY_BYTES // 8  # the server was stopped by the closed socket
+        assert first_record["client_port"] != second_record["client_port"]
 
     def test_reset_after_sending_is_a_lost_connection_without_retry(self, fake_api, sleep):
         fake_api.set_behaviour(action="reset")
@@ -486,28 +408,23 @@ class TestFailures:
         assert len(calls) == 3
 
 
-class TestMissingCredentialsWarning:
-    def test_is_logged_once_per_process(self, caplog, monkeypatch):
-        import processor.delivery.tixapi
-
-        monkeypatch.setattr(processor.delivery.tixapi, "_missing_credentials_warned_pid", None)
+class TestMissingCredentials:
+    def test_posting_without_credentials_logs_no_warning_per_window(self, caplog):
+        """D11: the warning is logged once per worker start (processor.tasks), not once per window."""
         client = ApiClient("http://127.0.0.1:9", user=None, password=None, timeout_s=1)
 
-        with caplog.at_level(logging.WARNING, logger="processor.delivery.tixapi"):
-            assert warn_if_missing_credentials(client) is True
-            assert warn_if_missing_credentials(client) is True
+        with caplog.at_level(logging.DEBUG, logger="processor.delivery.tixapi"):
+            for installation_id in ("41", "42"):
+                with pytest.raises(ApiUnavailable):
+                    client.post("23", installation_id, payload())
 
-        assert [r.getMessage() for r in caplog.records] == [
-            "TIX_API_USER or TIX_API_PASSWORD is not set: results are kept in failed-results"
-        ]
+        assert [] == caplog.records
+        assert client.has_credentials is False
 
-    def test_nothing_is_logged_with_credentials(self, caplog):
-        client = ApiClient("http://127.0.0.1:9", user=USER, password=PASSWORD, timeout_s=1)
+    def test_a_configuration_without_password_gives_a_client_without_credentials(self):
+        config = Config.from_env({"TIX_API_USER": USER})
 
-        with caplog.at_level(logging.WARNING, logger="processor.delivery.tixapi"):
-            assert warn_if_missing_credentials(client) is False
-
-        assert caplog.records == []
+        assert ApiClient.from_config(config).has_credentials is False
 
 
 class TestFakeApiAsAProcess:
@@ -567,13 +484,13 @@ class TestTls:
         with api:
             yield api, str(cert)
 
-    @pytest.fixture(autouse=True)
-    def no_ca_variables(self, monkeypatch) -> None:
-        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-
-    def client(self, api: FakeApi) -> ApiClient:
-        return ApiClient(f"https://127.0.0.1:{api.port}", user=USER, password=PASSWORD, timeout_s=5.0, max_attempts=1)
+    def client(self, api: FakeApi, **env: str) -> ApiClient:
+        """A client made as a worker makes it: from the configuration, which reads the CA variables once."""
+        config = Config.from_env(
+            {"TIX_API_SSL": "yes", "TIX_API_HOST": "127.0.0.1", "TIX_API_PORT": str(api.port)}
+            | {"TIX_API_USER": USER, "TIX_API_PASSWORD": PASSWORD, **env}
+        )
+        return ApiClient.from_config(config, max_attempts=1)
 
     def test_an_unknown_ca_is_refused(self, https_api):
         api, _ = https_api
@@ -584,23 +501,31 @@ class TestTls:
         assert ("connect_failed", False) == (caught.value.reason, caught.value.ambiguous)
         assert [] == api.records()
 
-    def test_without_variables_the_bundle_of_certifi_is_used(self):
-        """The default of ``requests``, which the client used before urllib3."""
-        import certifi
+    def test_without_variables_the_default_bundle_of_requests_is_used(self, https_api):
+        """``verify=True``: requests' own bundle (certifi), as the original client had."""
+        api, _ = https_api
 
-        assert certifi.where() == ca_bundle()
+        client = self.client(api)
+
+        assert (None, True) == (Config.from_env({}).api_ca_bundle, client.session.verify)
 
     @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
-    def test_a_private_ca_bundle_from_the_environment_is_trusted(self, https_api, monkeypatch, variable):
+    def test_a_private_ca_bundle_from_the_environment_is_trusted(self, https_api, variable):
         api, ca_file = https_api
-        monkeypatch.setenv(variable, ca_file)
 
-        result = self.client(api).post("23", "41", payload())
+        result = self.client(api, **{variable: ca_file}).post("23", "41", payload())
 
         assert result.status in (200, 201, 204)
         assert 1 == len(api.records())
 
-    def test_a_directory_of_certificates_from_the_environment_is_trusted(self, https_api, monkeypatch, tmp_path):
+    def test_requests_ca_bundle_wins_over_curl_ca_bundle(self, https_api, tmp_path):
+        api, ca_file = https_api
+
+        client = self.client(api, REQUESTS_CA_BUNDLE=ca_file, CURL_CA_BUNDLE=str(tmp_path / "other.pem"))
+
+        assert 200 == client.post("23", "41", payload()).status
+
+    def test_a_directory_of_certificates_from_the_environment_is_trusted(self, https_api, tmp_path):
         """A directory is read as OpenSSL's CA path: certificates named ``<subject hash>.0``."""
         import shutil
         import subprocess
@@ -612,19 +537,28 @@ class TestTls:
         ca_dir = tmp_path / "certs"
         ca_dir.mkdir()
         shutil.copy(ca_file, ca_dir / f"{subject_hash}.0")
-        monkeypatch.setenv("CURL_CA_BUNDLE", str(ca_dir))
 
-        result = self.client(api).post("23", "41", payload())
+        result = self.client(api, CURL_CA_BUNDLE=str(ca_dir)).post("23", "41", payload())
 
         assert result.status in (200, 201, 204)
         assert 1 == len(api.records())
 
-    def test_a_missing_ca_bundle_is_an_error_before_any_request(self, https_api, monkeypatch, tmp_path):
+    def test_a_missing_ca_bundle_is_an_error_before_any_request(self, https_api, tmp_path):
         """As with ``requests``: an OSError naming the path, not a connection failure retried three times."""
         api, _ = https_api
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
 
         with pytest.raises(OSError, match=r"missing\.pem"):
-            self.client(api).post("23", "41", payload())
+            self.client(api, REQUESTS_CA_BUNDLE=str(tmp_path / "missing.pem")).post("23", "41", payload())
 
         assert [] == api.records()
+
+    def test_the_client_does_not_read_the_environment_again(self, https_api, monkeypatch, tmp_path):
+        """Only processor.config reads the variables: one set in the process afterwards changes nothing."""
+        api, _ = https_api
+        client = self.client(api)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+
+        with pytest.raises(ApiUnavailable) as caught:
+            client.post("23", "41", payload())
+
+        assert "connect_failed" == caught.value.reason

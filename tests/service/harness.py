@@ -29,7 +29,7 @@ import kombu
 from processor.analysis import analyse
 from processor.config import Config
 from processor.delivery.failed_results import FAILED_NAME_RE
-from processor.delivery.ip_to_as import process_resolver
+from processor.delivery.ip_to_as import resolver_from_config
 from processor.delivery.tixapi import build_payload
 from processor.errors import NotAnalysable, UnusableReport
 from processor.installation.dry_run import dry_run_installation
@@ -429,7 +429,7 @@ def dry_run_expectations(tree: Path, config: Config, *, scratch: Path) -> dict[s
     the same copy and must list the same windows — two views of one expectation.
     """
     copy = copy_tree(tree, scratch / "dry-run-tree")
-    resolver = process_resolver(config)
+    resolver = resolver_from_config(config)
     expectations: dict[str, InstallationExpectation] = {}
     for installation in installation_dirs(copy):
         directory = installation.path
