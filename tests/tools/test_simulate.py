@@ -310,14 +310,16 @@ class TestBehaviourWithTheAnalysis:
         assert saturated > 0.5
 
 
-class TestCommandLine:
-    def parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser()
-        simulate.add_arguments(parser)
-        return parser
+def parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m processor simulate``."""
+    made = argparse.ArgumentParser()
+    simulate.add_arguments(made)
+    return made
 
+
+class TestCommandLine:
     def test_run_writes_the_tree_and_prints_a_one_line_summary(self, tmp_path, capsys):
-        args = self.parser().parse_args(
+        args = parser().parse_args(
             ["--out", str(tmp_path / "tree"), "--installations", "3", "--minutes", "4", "--seed", "1"]
         )
 
@@ -331,7 +333,7 @@ class TestCommandLine:
 
     def test_run_refuses_a_non_empty_directory(self, tmp_path, capsys):
         (tmp_path / "something").write_text("x")
-        args = self.parser().parse_args(["--out", str(tmp_path), "--installations", "1", "--minutes", "1"])
+        args = parser().parse_args(["--out", str(tmp_path), "--installations", "1", "--minutes", "1"])
 
         status = simulate.run(args)
 
@@ -339,20 +341,15 @@ class TestCommandLine:
         assert "not empty" in capsys.readouterr().err
 
     def test_start_defaults_to_a_fixed_time(self):
-        args = self.parser().parse_args(["--out", "x", "--installations", "1", "--minutes", "1"])
+        args = parser().parse_args(["--out", "x", "--installations", "1", "--minutes", "1"])
 
         assert args.start is None
         assert 1_700_000_000 == DEFAULT_START_S
 
 
 class TestCommandLineErrors:
-    def parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser()
-        simulate.add_arguments(parser)
-        return parser
-
     def test_out_needs_installations_and_minutes(self, tmp_path, capsys):
-        status = simulate.run(self.parser().parse_args(["--out", str(tmp_path / "tree")]))
+        status = simulate.run(parser().parse_args(["--out", str(tmp_path / "tree")]))
 
         assert 2 == status
         assert ["simulate: error: --out needs --installations and --minutes"] == capsys.readouterr().err.splitlines()
@@ -360,7 +357,7 @@ class TestCommandLineErrors:
 
     def test_out_and_calibration_exclude_each_other(self, tmp_path):
         with pytest.raises(SystemExit) as caught:
-            self.parser().parse_args(["--out", str(tmp_path / "a"), "--calibration", str(tmp_path / "b")])
+            parser().parse_args(["--out", str(tmp_path / "a"), "--calibration", str(tmp_path / "b")])
 
         assert 2 == caught.value.code
 
@@ -369,7 +366,7 @@ class TestCommandLineErrors:
         (tmp_path / "a-file").write_text("x")
         args = ["--out", str(tmp_path / "a-file" / "tree"), "--installations", "1", "--minutes", "1"]
 
-        status = simulate.run(self.parser().parse_args(args))
+        status = simulate.run(parser().parse_args(args))
 
         err = capsys.readouterr().err
         assert 1 == status
@@ -382,7 +379,7 @@ class TestCommandLineErrors:
         locked.mkdir(mode=0o500)
         args = ["--calibration", str(locked / "experiment")]
 
-        status = simulate.run(self.parser().parse_args(args))
+        status = simulate.run(parser().parse_args(args))
 
         assert 1 == status
         assert 1 == len(capsys.readouterr().err.splitlines())
@@ -487,10 +484,7 @@ class TestCalibrationExperiment:
         assert ["mine.txt"] == os.listdir(tmp_path / "experiment")
 
     def test_command_line_writes_it_and_prints_the_three_paths(self, tmp_path, capsys):
-        parser = argparse.ArgumentParser()
-        simulate.add_arguments(parser)
-
-        status = simulate.run(parser.parse_args(["--calibration", str(tmp_path / "exp"), "--seed", "3"]))
+        status = simulate.run(parser().parse_args(["--calibration", str(tmp_path / "exp"), "--seed", "3"]))
 
         summary = json.loads(capsys.readouterr().out)
         assert 0 == status
@@ -500,10 +494,7 @@ class TestCalibrationExperiment:
         assert summary["batches"] == len(os.listdir(tmp_path / "exp" / "batches"))
 
     def test_command_line_rejects_tree_options_with_calibration(self, tmp_path, capsys):
-        parser = argparse.ArgumentParser()
-        simulate.add_arguments(parser)
-
-        status = simulate.run(parser.parse_args(["--calibration", str(tmp_path / "exp"), "--minutes", "5"]))
+        status = simulate.run(parser().parse_args(["--calibration", str(tmp_path / "exp"), "--minutes", "5"]))
 
         assert 2 == status
         assert "apply to --out" in capsys.readouterr().err
