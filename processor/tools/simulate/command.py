@@ -112,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(EXIT_USAGE, "--out needs --installations and --minutes")
     if args.calibration is not None and (args.installations is not None or args.minutes is not None):
         return fail(EXIT_USAGE, "--installations and --minutes apply to --out, not to --calibration")
-    if out.exists() and not out.is_dir():
-        return fail(EXIT_USAGE, f"{option} {out} exists and is not a directory")
     try:
+        if out.exists() and not out.is_dir():
+            return fail(EXIT_USAGE, f"{option} {out} exists and is not a directory")
         if out.is_dir() and any(out.iterdir()):
             return fail(EXIT_USAGE, f"{option} {out} is not empty; choose a new or empty directory")
         if args.calibration is not None:
