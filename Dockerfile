@@ -18,10 +18,12 @@ ENV PROCESSOR_TYPE=STANDALONE \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-RUN groupadd --gid "${TIX_GID}" tix \
-    && useradd --uid "${TIX_UID}" --gid tix --no-create-home --home-dir /app --shell /usr/sbin/nologin tix \
-    && mkdir -p /tmp/reports /tmp/celerybeat-schedule.d \
-    && chown tix:tix /tmp/reports /tmp/celerybeat-schedule.d
+# The ids must be those that own the condenser's reports, whatever their name in this image: an id the base
+# image already has (GID 100 "users", UID 33 "www-data", ...) is reused; only a new one is created as "tix".
+RUN if ! getent group "${TIX_GID}" >/dev/null; then groupadd --gid "${TIX_GID}" tix; fi \
+    && if ! getent passwd "${TIX_UID}" >/dev/null; then \
+        useradd --uid "${TIX_UID}" --gid "${TIX_GID}" --no-create-home --home-dir /app --shell /usr/sbin/nologin tix; \
+    fi
 
 WORKDIR /build
 
@@ -33,6 +35,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY . ./
 RUN pip install --no-cache-dir --no-deps . \
     && install -d -o root -g root /app \
+    && install -d -o "${TIX_UID}" -g "${TIX_GID}" /tmp/reports /tmp/celerybeat-schedule.d \
     && install -m 0755 docker-entrypoint.sh /app/docker-entrypoint.sh \
     && rm -rf /build
 

@@ -89,6 +89,51 @@ def _process(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _config(args: argparse.Namespace) -> int:
+    """Every problem and warning of the environment, one line each on stderr; with --print-env, values for eval."""
+    import os
+    import shlex
+
+    from processor.config import check
+
+    config, problems, warnings = check(os.environ)
+    for problem in problems:
+        print(f"configuration error: {problem}", file=sys.stderr)
+    for warning in warnings:
+        print(f"configuration warning: {warning}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    if args.print_env:
+        values = {
+            "PROCESSOR_TYPE": config.processor_type,
+            "CELERY_LOG_LEVEL": config.log_level,
+            "CELERY_BEAT_SCHEDULE_DIR": str(config.beat_schedule_dir),
+            "TIX_WORKER_CONCURRENCY": "" if config.worker_concurrency is None else str(config.worker_concurrency),
+        }
+        sys.stdout.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items()))
+    return EXIT_OK
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Help, options and handler of the configuration check, for ``config`` and ``python -m processor.config``."""
+    parser.description = (
+        "Check the environment variables (README, Configuration) for the PROCESSOR_TYPE mode: the values, then\n"
+        "the directories and files of the mode (an unknown mode is checked as STANDALONE, which covers the\n"
+        "other two). Every problem is one line 'configuration error: <VARIABLE>: <problem>' on stderr, every\n"
+        "warning 'configuration warning: ...'. Exit status: 0 valid (warnings allowed), 2 problems.\n"
+        "The container entrypoint runs the same check as `python -m processor.config --check`."
+    )
+    parser.epilog = (
+        "examples:\n  python -m processor config --check\n"
+        "  PROCESSOR_TYPE=worker TIX_REPORTS_BASE_PATH=/srv/reports python -m processor config --check\n"
+        "  PROCESSOR_TYPE=beat python -m processor.config --check --print-env"
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--check", action="store_true", help="validate (the default action; kept for scripts)")
+    parser.add_argument("--print-env", action="store_true", help="print normalised PROCESSOR_TYPE, … for eval")
+    parser.set_defaults(handler=_config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     from processor.tools import simulate, status
@@ -140,9 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--dry-run", action="store_true", help="post nothing, change nothing, print the payloads")
     process.set_defaults(handler=_process)
 
-    watch = commands.add_parser(
-        "status", help="read-only status of the reports tree (table, --json, --prometheus, --textfile)"
-    )
+    watch = commands.add_parser("status", help="read-only status of the reports tree (table, --json, --prometheus)")
     status.add_arguments(watch)
     watch.set_defaults(handler=status.run)
 
@@ -151,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibration.add_arguments(calibrate)
     calibrate.set_defaults(handler=calibration.run)
+
+    add_config_arguments(
+        commands.add_parser("config", help="check the environment variables: every problem and warning at once")
+    )
     return parser
 
 

