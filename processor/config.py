@@ -46,6 +46,15 @@ BROKER_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKE
 #: Name of the beat schedule file inside CELERY_BEAT_SCHEDULE_DIR [Original].
 BEAT_SCHEDULE_FILE = "celerybeat-scheduler"
 
+#: Reports base path when ``TIX_REPORTS_BASE_PATH`` is unset or empty (service spec §1).
+DEFAULT_REPORTS_BASE = Path("/tmp/reports")
+
+
+def reports_base_path(env: Mapping[str, str]) -> Path:
+    """``TIX_REPORTS_BASE_PATH`` of ``env``, or :data:`DEFAULT_REPORTS_BASE` when unset or empty; never fails."""
+    return Path(env.get("TIX_REPORTS_BASE_PATH") or DEFAULT_REPORTS_BASE)
+
+
 EXIT_USAGE = 2  #: At least one configuration error; nothing was started (D14).
 
 #: Printed once per worker start when the API credentials are missing (D11).
@@ -228,7 +237,6 @@ class Config:
                     f"PROCESSOR_TYPE: unknown processor type {raw_type!r} (expected STANDALONE, BEAT or WORKER)"
                 )
 
-        reports_base = read.raw("TIX_REPORTS_BASE_PATH")
         period = cast(int, read.integer("TIX_PROCESSING_PERIOD", default=10, low=1, high=60))
         if 60 % period:
             read.warnings.append(
@@ -272,7 +280,7 @@ class Config:
         api_password = read.raw("TIX_API_PASSWORD") or None
         config = cls(
             processor_type=processor_type,
-            reports_base_path=Path(reports_base) if reports_base else Path("/tmp/reports"),
+            reports_base_path=reports_base_path(env),
             processing_period_min=period,
             rabbitmq_user=read.text("TIX_RABBITMQ_USER", default="guest"),
             rabbitmq_password=read.text("TIX_RABBITMQ_PASS", default="guest"),

@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processor.installation.lock import LOCK_NAME, Holder
+from processor.config import reports_base_path
+from processor.errors import InstallationBusy
+from processor.installation.lock import LOCK_NAME, Holder, LeaseLock
 from processor.installation.state import STATE_NAME, Attempt, Counters, LastWindow, State, write_state
 from processor.observations import observations
 from processor.reports.files import read_report, report_candidates, write_report
 from processor.reports.tree import InstallationDir
 from processor.reports.windows import select_window
-from processor.tools import status
+from processor.tools import status, status_output
 from processor.tools.simulate import simulate_tree
 
 #: A fixed "now" for tests that do not depend on file ages (Unix seconds, 2024-01-01 00:00:00 UTC).
@@ -329,7 +331,7 @@ class TestReadiness:
 
         assert 2 == item.next_window.attempts
         assert 2 == item.attempt_count
-        assert "ready(attempt 2)" in status.render_table(status.tree_status(base, now_s=time.time()))
+        assert "ready(attempt 2)" in status_output.render_table(status.tree_status(base, now_s=time.time()))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -337,61 +339,127 @@ class TestReadiness:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def lock_seen(directory: Path, *, now_s: float, host: str = "this-host"):
+    """The lock as ``status`` shows it for ``directory`` (an installation without reports)."""
+    return status.installation_status(InstallationDir(1, 1, directory), now_s=now_s, host=host).lock
+
+
+def worker_takes_it(directory: Path, *, now_s: float, host: str = "this-host") -> bool:
+    """True when a worker of ``host`` at ``now_s`` acquires the lock (and gives it back), False when busy."""
+    lock = LeaseLock(directory, host=host, renew=False, clock=lambda: now_s)
+    try:
+        lock.acquire()
+    except InstallationBusy:
+        return False
+    lock.release()
+    return True
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 class TestLockHolder:
     def test_no_lock_file_is_no_holder(self, tmp_path):
-        assert status.read_lock_holder(tmp_path, now_s=NOW_S) is None
+        assert lock_seen(tmp_path, now_s=NOW_S) is None
 
     def test_a_live_lock_names_host_pid_and_expiry(self, tmp_path):
         write_lock(tmp_path, expires_at=NOW_S + 90)
 
-        lock = status.read_lock_holder(tmp_path, now_s=NOW_S, host="this-host")
+        lock = lock_seen(tmp_path, now_s=NOW_S)
 
         assert ("other-host", 4242, NOW_S + 90, False, None) == (
-            lock.host,
-            lock.pid,
+            lock.holder.host,
+            lock.holder.pid,
             lock.expires_at,
             lock.stale,
             lock.stale_reason,
         )
 
-    def test_an_expired_lock_is_stale(self, tmp_path):
-        write_lock(tmp_path, expires_at=NOW_S - 1)
+    def test_a_lock_expired_less_than_the_30_s_skew_ago_is_still_held(self, tmp_path):
+        """The lock waits 30 s of allowed clock skew past ``expires_at`` before a takeover (windows spec §8)."""
+        write_lock(tmp_path, expires_at=NOW_S - 30)
 
-        lock = status.read_lock_holder(tmp_path, now_s=NOW_S, host="this-host")
+        lock = lock_seen(tmp_path, now_s=NOW_S)
+
+        assert (False, None) == (lock.stale, lock.stale_reason)
+
+    def test_a_lock_expired_more_than_30_s_ago_is_stale(self, tmp_path):
+        write_lock(tmp_path, expires_at=NOW_S - 30.5)
+
+        lock = lock_seen(tmp_path, now_s=NOW_S)
 
         assert (True, "expired") == (lock.stale, lock.stale_reason)
 
     def test_a_lock_of_a_gone_process_of_this_host_is_stale_at_once(self, tmp_path):
-        child = subprocess.Popen(["true"])
-        child.wait()
-        write_lock(tmp_path, host="this-host", pid=child.pid, expires_at=NOW_S + 90)
+        write_lock(tmp_path, host="this-host", pid=dead_pid(), expires_at=NOW_S + 90)
 
-        lock = status.read_lock_holder(tmp_path, now_s=NOW_S, host="this-host")
+        lock = lock_seen(tmp_path, now_s=NOW_S)
 
         assert (True, "dead_process") == (lock.stale, lock.stale_reason)
 
     def test_a_lock_of_a_live_process_of_this_host_is_held(self, tmp_path):
         write_lock(tmp_path, host="this-host", pid=os.getpid(), expires_at=NOW_S + 90)
 
-        lock = status.read_lock_holder(tmp_path, now_s=NOW_S, host="this-host")
+        lock = lock_seen(tmp_path, now_s=NOW_S)
 
         assert (False, None) == (lock.stale, lock.stale_reason)
 
     def test_an_empty_lock_expires_at_its_mtime_plus_the_default_lease(self, tmp_path):
-        """A holder that died between create and write (windows spec §8): expiry = mtime + 120 s."""
+        """A holder that died between create and write (windows spec §8): expiry = mtime + 120 s, then 30 s skew."""
         (tmp_path / LOCK_NAME).write_bytes(b"")
         os.utime(tmp_path / LOCK_NAME, (NOW_S - 100, NOW_S - 100))
 
-        held = status.read_lock_holder(tmp_path, now_s=NOW_S)
-        stale = status.read_lock_holder(tmp_path, now_s=NOW_S + 21)
+        held = lock_seen(tmp_path, now_s=NOW_S + 50)
+        stale = lock_seen(tmp_path, now_s=NOW_S + 51)
 
-        assert (None, None, NOW_S + 20, False) == (held.host, held.pid, held.expires_at, held.stale)
+        assert (None, NOW_S + 20, False) == (held.holder, held.expires_at, held.stale)
         assert (True, "expired") == (stale.stale, stale.stale_reason)
+
+    @pytest.mark.parametrize(
+        ("holder", "expires_in_s"),
+        [
+            ("other-host", 90),
+            ("other-host", -29),
+            ("other-host", -31),
+            ("this-host", 90),
+            ("this-host, gone", 90),
+            ("empty", -100),
+            ("empty", -160),
+        ],
+    )
+    def test_stale_is_exactly_when_a_worker_would_take_the_lock_over(self, tmp_path, holder, expires_in_s):
+        """status and the lock judge with one rule: what status calls stale, a worker's acquire takes over."""
+        if holder == "empty":
+            (tmp_path / LOCK_NAME).write_bytes(b"")
+            # The expiry of an empty lock is its mtime plus the default lease of 120 s.
+            os.utime(tmp_path / LOCK_NAME, (NOW_S + expires_in_s - 120, NOW_S + expires_in_s - 120))
+        else:
+            pid = dead_pid() if holder.endswith("gone") else os.getpid()
+            write_lock(tmp_path, host=holder.split(",")[0], pid=pid, expires_at=NOW_S + expires_in_s)
+
+        stale = lock_seen(tmp_path, now_s=NOW_S).stale
+
+        assert stale == worker_takes_it(tmp_path, now_s=NOW_S)
+
+    def test_a_lock_path_that_is_a_link_is_an_error_of_the_installation(self, tmp_path):
+        """The worker does not follow it either: its run fails on the lock."""
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        write_lock(elsewhere)
+        os.symlink(elsewhere / LOCK_NAME, tmp_path / LOCK_NAME)
+
+        item = status.installation_status(InstallationDir(1, 1, tmp_path), now_s=NOW_S)
+
+        assert item.lock is None
+        assert item.error is not None and item.error.startswith("lock: ")
 
     def test_the_lock_appears_in_json_table_and_prometheus(self, tmp_path, capsys):
         base, summary = fresh_tree(tmp_path, installations=2)
         write_lock(directory_of(summary, 0).path, expires_at=time.time() + 90)
-        write_lock(directory_of(summary, 1).path, host="old-host", pid=7, expires_at=time.time() - 10)
+        write_lock(directory_of(summary, 1).path, host="old-host", pid=7, expires_at=time.time() - 40)
 
         document = json.loads(run_command(["--reports", str(base), "--json"], capsys)[1])
         table = run_command(["--reports", str(base)], capsys)[1]
@@ -439,7 +507,7 @@ class TestLastDelivery:
         write_state(directory_of(summary).path, State(last_window=last_window(outcome="backed_up")))
 
         tree = status.tree_status(base, now_s=NOW_S + 60)
-        families = parse_prometheus(status.render_prometheus(tree))
+        families = parse_prometheus(status_output.render_prometheus(tree))
 
         (item,) = tree.as_dict()["installations"]
         assert item["last_delivery"] is None
@@ -447,7 +515,7 @@ class TestLastDelivery:
         assert {} == families["tix_processor_last_delivery_age_seconds"]["samples"]
         assert {} == families["tix_processor_tree_last_delivery_age_seconds"]["samples"]
         assert [60.0] == list(per_installation(families, "last_window_age_seconds").values())
-        assert "no delivery known" in status.summary_line(tree)
+        assert "no delivery known" in status_output.summary_line(tree)
 
     def test_the_tree_s_last_delivery_is_the_most_recent_one(self, tmp_path):
         base, summary = fresh_tree(tmp_path, installations=3)
@@ -462,7 +530,7 @@ class TestLastDelivery:
         detail = summary.detail[2]
         assert (detail.user_id, detail.installation_id, 360.0) == (last["user"], last["installation"], last["age_s"])
         assert f"last delivery 6m00s ago (user {detail.user_id} installation {detail.installation_id})" in (
-            status.summary_line(tree)
+            status_output.summary_line(tree)
         )
 
     def test_a_corrupt_state_file_is_reported_and_left_in_place(self, tmp_path):
@@ -478,7 +546,7 @@ class TestLastDelivery:
         assert b"{not json" == path.read_bytes()
         assert [] == [p.name for p in path.parent.iterdir() if ".corrupt-" in p.name]
         assert 1 == tree.summary()["corrupt_states"]
-        assert "state corrupt" in status.render_table(tree)
+        assert "state corrupt" in status_output.render_table(tree)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -541,7 +609,7 @@ class TestPrometheus:
         tree = status.tree_status(base, now_s=NOW_S + 120)
         document = tree.as_dict()
 
-        families = parse_prometheus(status.render_prometheus(tree))
+        families = parse_prometheus(status_output.render_prometheus(tree))
 
         assert all(name.startswith("tix_processor_") for name in families)
         assert all(family["help"] for family in families.values())
@@ -574,15 +642,46 @@ class TestPrometheus:
         assert "counter" == families["tix_processor_windows_total"]["type"]
         assert "gauge" == families["tix_processor_pending_report_files"]["type"]
 
-    def test_label_values_and_special_numbers_are_escaped(self):
-        families = status._Families()
-        families.declare("x", "gauge", "A help with a \\ backslash.")
-        families.add("x", float("nan"), user='a"b\\c\nd', installation="1")
+    def test_families_keep_their_names_types_and_order_without_created_samples(self, generated):
+        """The names of the hand-written exposition stay, and a counter has no ``_created`` series added."""
+        tree = status.tree_status(generated[0], now_s=time.time())
 
-        text = families.render()
+        families = parse_prometheus(status_output.render_prometheus(tree))
 
-        assert "# HELP tix_processor_x A help with a \\\\ backslash.\n" in text
-        assert 'tix_processor_x{user="a\\"b\\\\c\\nd",installation="1"} NaN\n' in text
+        per_installation = [name for name, _ in status_output.INSTALLATION_GAUGES] + ["windows_total"]
+        totals = [f"tree_{key}" for key, _ in status_output.TREE_TOTALS] + ["tree_last_delivery_age_seconds"]
+        expected = [*per_installation, "installations", *totals, "status_duration_seconds"]
+        assert [f"tix_processor_{name}" for name in expected] == list(families)
+        assert "counter" == families["tix_processor_windows_total"]["type"]
+        assert {"gauge"} == {f["type"] for name, f in families.items() if name != "tix_processor_windows_total"}
+        assert (
+            "Windows recorded as done since the state file was created, by outcome."
+            == (families["tix_processor_windows_total"]["help"])
+        )
+
+    def test_textfile_is_written_whole_with_the_same_families_as_stdout(self, generated, tmp_path, capsys):
+        """--textfile writes by rename from a temporary file beside it, so a collector never reads half a file."""
+        path = tmp_path / "textfile" / "tix.prom"
+        path.parent.mkdir()
+        path.write_text("old content\n")
+
+        code, out, err = run_command(["--reports", str(generated[0]), "--textfile", str(path)], capsys)
+        printed = parse_prometheus(run_command(["--reports", str(generated[0]), "--prometheus"], capsys)[1])
+
+        written = parse_prometheus(path.read_text())
+        assert (0, "", "") == (code, out, err)
+        assert ["tix.prom"] == [p.name for p in path.parent.iterdir()]
+        del written["tix_processor_status_duration_seconds"], printed["tix_processor_status_duration_seconds"]
+        assert printed == written
+
+    def test_a_textfile_that_cannot_be_written_exits_1_and_leaves_nothing(self, generated, tmp_path, capsys):
+        missing = tmp_path / "no-such-directory" / "tix.prom"
+
+        code, out, err = run_command(["--reports", str(generated[0]), "--textfile", str(missing)], capsys)
+
+        assert (1, "") == (code, out)
+        assert err.startswith(f"status: cannot write --textfile {missing}: ")
+        assert [] == list(tmp_path.iterdir())
 
 
 class TestTable:
@@ -604,14 +703,14 @@ class TestTable:
     def test_a_terminal_gets_a_bold_header(self, generated):
         tree = status.tree_status(generated[0], now_s=time.time())
 
-        assert status.render_table(tree, tty=True).startswith("\x1b[1mUSER")
+        assert status_output.render_table(tree, tty=True).startswith("\x1b[1mUSER")
 
     @pytest.mark.parametrize(
         ("age_s", "text"),
         [(None, "-"), (-3, "0s"), (42.9, "42s"), (192, "3m12s"), (7500, "2h05m"), (273600, "3d04h")],
     )
     def test_ages_read_as_short_text(self, age_s, text):
-        assert text == status.age_text(age_s)
+        assert text == status_output.age_text(age_s)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -641,18 +740,22 @@ class TestCommand:
         assert str(generated[0]) == json.loads(out)["summary"]["reports"]
 
     def test_an_unset_or_empty_variable_means_tmp_reports(self):
+        """The service's own rule (processor.config), which reads no other variable."""
         assert (
             Path("/tmp/reports")
-            == status.default_reports_base({})
-            == status.default_reports_base({"TIX_REPORTS_BASE_PATH": ""})
+            == reports_base_path({"TIX_PROCESSING_PERIOD": "not a number"})
+            == reports_base_path({"TIX_REPORTS_BASE_PATH": ""})
         )
 
-    def test_json_and_prometheus_exclude_each_other(self):
+    @pytest.mark.parametrize(
+        "flags", [["--json", "--prometheus"], ["--json", "--textfile", "x.prom"], ["--prometheus", "--textfile", "x"]]
+    )
+    def test_the_output_options_exclude_each_other(self, flags):
         parser = argparse.ArgumentParser()
         status.add_arguments(parser)
 
         with pytest.raises(SystemExit):
-            parser.parse_args(["--json", "--prometheus"])
+            parser.parse_args(flags)
 
     def test_an_empty_tree_has_no_installations(self, tmp_path, capsys):
         code, out, _ = run_command(["--reports", str(tmp_path), "--json"], capsys)
@@ -678,9 +781,10 @@ class TestReadOnly:
         (fourth / "failed-results" / "failed-report-1.json").write_text("{}")
         before = snapshot(base)
 
-        outputs = [run_command(["--reports", str(base), *flag], capsys) for flag in ([], ["--json"], ["--prometheus"])]
+        flags = ([], ["--json"], ["--prometheus"], ["--textfile", str(tmp_path / "tix.prom")])
+        outputs = [run_command(["--reports", str(base), *flag], capsys) for flag in flags]
 
-        assert [0, 0, 0] == [code for code, _, _ in outputs]
+        assert [0, 0, 0, 0] == [code for code, _, _ in outputs]
         assert before == snapshot(base)
         document = json.loads(outputs[1][1])
         by_path = {item["path"]: item for item in document["installations"]}
