@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--dry-run", action="store_true", help="post nothing, change nothing, print the payloads")
     process.set_defaults(handler=_process)
 
-    watch = commands.add_parser("status", help="read-only status of the reports tree (table, --json, --prometheus)")
+    watch = commands.add_parser(
+        "status", help="read-only status of the reports tree (table, --json, --prometheus, --textfile)"
+    )
     status.add_arguments(watch)
     watch.set_defaults(handler=status.run)
 
