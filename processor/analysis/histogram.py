@@ -170,7 +170,7 @@ def sorted_segment_modes(ordered: FloatArray, sizes: IntArray) -> SegmentModes:
     Mode and threshold of the §5 histogram of each of several consecutive segments, vectorised over segments.
 
     Gives for each segment exactly what :func:`histogram` gives for that segment alone (float keys only).
-    Kept for speed: :func:`histogram` per minute instead made ``bench/analysis.py`` 23–30 % slower (3 pairs).
+    Kept for speed: :func:`histogram` per minute made ``bench/analysis.py`` 30 % slower (3 alternated pairs).
 
     Parameters
     ----------
