@@ -94,7 +94,7 @@ def _config(args: argparse.Namespace) -> int:
     import os
     import shlex
 
-    from processor.config import check
+    from processor.preflight import check
 
     config, problems, warnings = check(os.environ)
     for problem in problems:

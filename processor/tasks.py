@@ -18,7 +18,8 @@ from celery.utils.log import get_task_logger
 
 from processor import service
 from processor.celery_ext import FanOutPublisher
-from processor.config import celery_settings, check_environment, load_config_or_exit
+from processor.config import celery_settings, load_config_or_exit
+from processor.preflight import check_environment
 
 CONFIG = load_config_or_exit()
 
