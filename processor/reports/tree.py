@@ -20,9 +20,13 @@ _ID = re.compile(r"[1-9][0-9]{0,18}\Z")
 MAX_ID = 9_223_372_036_854_775_807
 
 
-def is_canonical_id(text: str) -> bool:
-    """True when ``text`` is a canonical positive decimal id no larger than 2**63 - 1 (changes D12, S7)."""
-    return bool(_ID.match(text)) and int(text) <= MAX_ID
+def is_canonical_id(text: object) -> bool:
+    """
+    True when ``text`` is a string holding a canonical positive decimal id no larger than 2**63 - 1 (D12, S7).
+
+    Anything but a string (an integer id, a list from a hand-made message) is no id (H11).
+    """
+    return isinstance(text, str) and bool(_ID.match(text)) and int(text) <= MAX_ID
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -12,6 +12,11 @@ def test_canonical_ids():
     )
 
 
+def test_values_of_other_types_are_no_ids():
+    """H11: a message may carry an integer or a list where the ids go."""
+    assert not any(is_canonical_id(value) for value in [23, 23.0, ["23"], None, b"23", True])
+
+
 def test_lists_installations_in_numeric_order_and_skips_everything_else(tmp_path, caplog):
     for relative in ["10/2", "10/1", "9/100", "9/abc", "007/1", "x/1", "3/.hidden"]:
         (tmp_path / relative).mkdir(parents=True)
