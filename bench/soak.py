@@ -108,7 +108,7 @@ def clean_run(staging: Path, copy: Path, env: dict[str, str]) -> Expected:
     from processor.config import Config
     from processor.delivery import open_delivery
     from processor.delivery.failed_results import FAILED_RESULTS_DIR, list_failed_results, load_failed_result
-    from processor.delivery.tixapi import build_payload
+    from processor.delivery.payload import build_payload
     from processor.installation.run import run_installation
     from processor.installation.state import read_state
     from processor.reports.files import report_candidates

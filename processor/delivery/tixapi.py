@@ -16,7 +16,6 @@ from urllib3.exceptions import MaxRetryError
 
 from processor import __version__
 from processor.config import Config
-from processor.delivery.payload import build_payload as build_payload  # re-exported for callers of the old home
 from processor.delivery.payload import encode_json
 from processor.delivery.transport import Deadline, deadline_session
 from processor.errors import ApiError, ApiFailureReason, ApiRejected, ApiUnavailable

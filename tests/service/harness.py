@@ -30,7 +30,7 @@ from processor.analysis import analyse
 from processor.config import Config
 from processor.delivery.failed_results import FAILED_NAME_RE
 from processor.delivery.ip_to_as import resolver_from_config
-from processor.delivery.tixapi import build_payload
+from processor.delivery.payload import build_payload
 from processor.errors import NotAnalysable, UnusableReport
 from processor.installation.dry_run import dry_run_installation
 from processor.reports.files import read_report, report_candidates

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from processor.delivery.tixapi import clamp_usage
+from processor.delivery.payload import clamp_usage
 from tests.service.harness import (
     HURST_TOL,
     VALUE_TOL,
