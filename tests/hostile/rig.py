@@ -200,3 +200,10 @@ def age(path: Path, mtime_s: float = OLD_S) -> Path:
     """Set the modification time of ``path`` itself (not of a link's target)."""
     os.utime(path, (mtime_s, mtime_s), follow_symlinks=False)
     return path
+
+
+def failed_result(timestamp: int) -> str:
+    """A failed-results file's content as service spec §6.1 writes it, for result ``timestamp``."""
+    direction = {"usage": 0.25, "quality": 1.0, "hurst": {"wavelet": 0.6, "rs": 0.7}}
+    results = {"timestamp": timestamp, "upstream": direction, "downstream": direction}
+    return json.dumps({"results": results, "ip": "203.0.113.45", "asn": None, "asOwner": None})

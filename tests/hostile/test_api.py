@@ -7,6 +7,9 @@ and the headers. ``TIX_API_TIMEOUT`` is 2 s in every cycle.
 
 from __future__ import annotations
 
+import json
+
+from tests.hostile.rig import failed_result
 from tests.hostile.servers import Answer, HostileApi
 
 #: ``TIX_API_TIMEOUT`` of the cycles, seconds.
@@ -68,3 +71,55 @@ class TestServerErrors:
         assert all(body[:200] == line.fields["answer"] for line in failures)
         assert 9 == len(api.requests())  # 3 attempts per POST, one POST per run: the API is then unusable
         assert {"1/1": 1, "2/2": 1, "3/3": 1} == backed_up(rig)
+
+
+class TestResultRefusedWhileTheApiIsUp:
+    """H9: a result tix-api refuses with a 5xx while it accepts the others is retired after 3 strikes in 3 runs."""
+
+    POISON = 1_600_000_000  #: result timestamp of the result tix-api cannot take (e.g. an IP its AS helper lacks)
+
+    def refuse_poison(self, request):
+        if isinstance(request.json, dict) and request.json.get("timestamp") == self.POISON:
+            return Answer(500, b"Could not calculate ipToAs")
+        return Answer(200, b"{}")
+
+    def plant(self, rig, timestamp: int) -> None:
+        results = rig.installation("1") / "failed-results"
+        results.mkdir(mode=0o750, exist_ok=True)
+        (results / f"failed-report-{timestamp}.json").write_text(failed_result(timestamp))
+
+    def poison_where(self, rig) -> str:
+        directory = rig.installation("1") / "failed-results"
+        for where, folder in (("rejected", directory / "rejected"), ("failed-results", directory)):
+            for path in folder.glob("*.json") if folder.is_dir() else ():
+                if json.loads(path.read_text())["results"]["timestamp"] == self.POISON:
+                    return where
+        return "nowhere"
+
+    def test_three_strikes_in_three_runs_move_it_to_rejected_with_an_error(self, rig):
+        """The oldest result blocked the queue: every run re-sent it and stopped; failed-results grew for ever."""
+        self.plant(rig, self.POISON)
+        where, errors = [], []
+        with HostileApi(self.refuse_poison) as api:
+            for run in range(3):
+                self.plant(rig, self.POISON + 1 + run)  # another result the same run delivers
+                cycle = rig.process(api.port)
+                where.append(self.poison_where(rig))
+                errors += [line for line in cycle.log() if line.level == "ERROR"]
+
+        assert ["failed-results", "failed-results", "rejected"] == where
+        assert ["refused_while_api_up"] == [line.fields.get("reason") for line in errors]
+        assert {self.POISON + 1, self.POISON + 2, self.POISON + 3} <= {r.json["timestamp"] for r in api.stored()}
+
+    def test_an_outage_of_the_whole_api_adds_no_strike(self, rig):
+        self.plant(rig, self.POISON)
+        with HostileApi(lambda request: Answer(503, b"down for maintenance")) as api:
+            for run in range(3):
+                self.plant(rig, self.POISON + 1 + run)
+                rig.process(api.port)
+        with HostileApi(self.refuse_poison) as api:
+            self.plant(rig, self.POISON + 10)
+            rig.process(api.port)
+
+        assert "failed-results" == self.poison_where(rig)  # one strike only, from the last run
+        assert 7 == len(api.stored())  # 4 planted + the 3 windows backed up during the outage

@@ -19,20 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.rig import age
+from tests.hostile.rig import age, failed_result
 
-#: A failed result as the original and this processor write it (service spec §6.1).
+#: Result timestamp of the failed results planted by the tests, Unix seconds.
 PLANTED_TIMESTAMP = 1_600_000_000
-PLANTED = {
-    "results": {
-        "timestamp": PLANTED_TIMESTAMP,
-        "upstream": {"usage": 0.25, "quality": 1.0, "hurst": {"wavelet": 0.6, "rs": 0.7}},
-        "downstream": {"usage": 0.25, "quality": 1.0, "hurst": {"wavelet": 0.6, "rs": 0.7}},
-    },
-    "ip": "203.0.113.45",
-    "asn": None,
-    "asOwner": None,
-}
 
 
 def closed_port() -> int:
@@ -59,7 +49,9 @@ def posted_timestamps(api) -> list[int]:
 class TestLinkedDirectories:
     def test_failed_results_linking_outside_is_set_aside_and_nothing_there_is_posted(self, rig, api):
         """The result planted behind the link was POSTed and then deleted; now it is never touched."""
-        (rig.outside / "results" / f"failed-report-{PLANTED_TIMESTAMP}.json").write_text(json.dumps(PLANTED))
+        (rig.outside / "results" / f"failed-report-{PLANTED_TIMESTAMP}.json").write_text(
+            failed_result(PLANTED_TIMESTAMP)
+        )
         rig.remember_outside()
         directory = rig.installation("1")
         (directory / "failed-results").symlink_to(rig.outside / "results")
@@ -221,7 +213,7 @@ class TestFailedResultFiles:
 
     def test_a_linked_or_fifo_failed_result_is_neither_posted_nor_removed(self, rig, api):
         target = rig.outside / "results" / f"failed-report-{PLANTED_TIMESTAMP}.json"
-        target.write_text(json.dumps(PLANTED))
+        target.write_text(failed_result(PLANTED_TIMESTAMP))
         rig.remember_outside()
         results = rig.installation("1") / "failed-results"
         results.mkdir(mode=0o750)
