@@ -7,7 +7,7 @@ Starts ``celery -A processor.tasks worker -c <concurrency>`` in a RabbitMQ vhost
 
 * ``no_directory``: the worker's ``TIX_REPORTS_BASE_PATH`` is empty, so every task finds its directory missing
   and returns after checking it. What remains is the platform: Celery's prefork worker with the service's settings
-  (late acknowledgement, prefetch 1, task events), RabbitMQ, the task's log lines.
+  (late acknowledgement, prefetch 1, task events off), RabbitMQ, the task's log lines.
 * ``no_window``: the installation directories exist and hold no report. Every task also takes and releases the
   lease lock, reads the state and lists the directory (windows spec §10): what every task of a running
   deployment does before its first window.

@@ -40,6 +40,9 @@ LOG_LEVELS = {
 #: Values of TIX_API_SSL that look like "off" but still mean HTTPS (S12 warns about them).
 FALSE_LOOKING = frozenset({"false", "0", "no", "off"})
 
+#: Values of a yes/no variable (TIX_TASK_EVENTS, any case) that mean yes; the FALSE_LOOKING ones mean no.
+TRUE_LOOKING = frozenset({"1", "true", "yes", "on"})
+
 #: Variables through which Celery replaces the broker URL built from TIX_RABBITMQ_* (the original's way to a vhost).
 BROKER_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
 
@@ -112,6 +115,14 @@ class EnvReader:
             self.problems.append(f"{name}: must be a number > 0 and <= {high:g}, got {value.strip()}")
             return default
         return number
+
+    def flag(self, name: str) -> bool:
+        """A yes/no switch: 1, true, yes, on or 0, false, no, off in any case; unset or empty is off."""
+        raw = self.env.get(name) or ""
+        value = raw.strip().lower()
+        if value and value not in TRUE_LOOKING | FALSE_LOOKING:
+            self.problems.append(f"{name}: must be one of 1, true, yes, on, 0, false, no, off, got {raw!r}")
+        return value in TRUE_LOOKING
 
     def choice(self, name: str, *, default: str, choices: Sequence[str], upper: bool) -> str:
         """One of ``choices``, compared case-insensitively; unset or empty gives ``default``."""
@@ -201,6 +212,8 @@ class Config:
     #: CA bundle (file or directory) that tix-api's certificate is verified with: ``REQUESTS_CA_BUNDLE``, else
     #: ``CURL_CA_BUNDLE`` (the variables of ``requests``); None for the default of ``requests`` (certifi).
     api_ca_bundle: str | None = None
+    #: Celery task events (``TIX_TASK_EVENTS``), off by default like Celery's; a worker's ``-E`` turns them on too.
+    task_events: bool = False
     #: Configuration warnings, each "<VARIABLE>: <text>", to be logged at WARNING once at start.
     warnings: tuple[str, ...] = ()
 
@@ -313,6 +326,7 @@ class Config:
                 UsageEstimator, read.choice("TIX_USAGE_ESTIMATOR", default="v2", choices=USAGE_ESTIMATORS, upper=False)
             ),
             api_ca_bundle=read.raw("REQUESTS_CA_BUNDLE") or read.raw("CURL_CA_BUNDLE") or None,
+            task_events=read.flag("TIX_TASK_EVENTS"),
             warnings=tuple(read.warnings),
         )
         return config, read.problems
@@ -411,10 +425,11 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        "worker_max_tasks_per_child": 200,
+        # No worker_max_tasks_per_child: the prefork pool may replace a recycled child only on its 5-second timer,
+        # stalling the message reserved for it; the memory limit contains leaks instead.
         "worker_max_memory_per_child": 512000,  # KiB: about 500 MiB
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": config.task_events,
+        "task_send_sent_event": config.task_events,
         "task_default_queue": "celery",
         "beat_schedule_filename": str(config.beat_schedule_file),
     }

@@ -1,5 +1,5 @@
 """
-The Celery application: beat schedule, the fan-out task and the installation task.
+The Celery application: its settings, the beat schedule and the two tasks (service spec §2-§4).
 
 ``celery -A processor.tasks worker -B`` (standalone), ``celery -A processor.tasks beat`` and
 ``celery -A processor.tasks worker``. Importing this module reads and validates the configuration; a bad variable
@@ -8,26 +8,27 @@ stops the process with ``configuration error: ...`` and exit status 2 (D14).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.schedules import crontab
-from celery.signals import worker_init
+from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
-from processor import service
-from processor.celery_ext import FanOutPublisher
-from processor.config import celery_settings, load_config_or_exit
+from processor.config import MISSING_CREDENTIALS_WARNING, celery_settings, load_config_or_exit
+from processor.delivery import Delivery, open_delivery
+from processor.installation.cycle import fan_out
+from processor.installation.run import run_installation
+from processor.logs import EventLogger
 from processor.preflight import check_environment
+from processor.reports.tree import InstallationDir
 
 CONFIG = load_config_or_exit()
 
-
 app = Celery("processor.tasks")
 app.conf.update(celery_settings(CONFIG))
-app.conf.worker_consumer = "processor.celery_ext:EventsWithoutConfirmsConsumer"
-app.conf.worker_pool = "processor.celery_ext:PromptRecyclingTaskPool"
 app.conf.beat_schedule = {
     "process_users_data": {
         "task": "processor.tasks.process_users_data",
@@ -37,7 +38,11 @@ app.conf.beat_schedule = {
     },
 }
 
-logger = get_task_logger(__name__)
+log = EventLogger(get_task_logger(__name__))
+
+#: This process's delivery resources: made after the fork in each pool child, or at the first use in a process
+#: where ``worker_process_init`` does not fire (the solo pool, a task called in the main process).
+_delivery: Delivery | None = None
 
 
 @worker_init.connect
@@ -48,37 +53,69 @@ def _check_worker_environment(**_: object) -> None:
         for problem in problems:
             print(f"configuration error: {problem}", file=sys.stderr)
         sys.exit(2)
-    service.process_api_client(CONFIG)  # logs the missing-credentials warning once per worker start (D11)
+
+
+@celeryd_after_setup.connect
+def _warn_without_credentials(**_: object) -> None:
+    """The missing-credentials warning, once per worker start (D11), once its logging is set up."""
+    if not CONFIG.api_credentials_present:
+        log.warning(MISSING_CREDENTIALS_WARNING)
+
+
+@worker_process_init.connect
+def _open_process_delivery(**_: object) -> None:
+    """Each pool child makes its own HTTP session and AS resolver: none is shared across a fork."""
+    global _delivery
+    _delivery = open_delivery(CONFIG)
+    log.info("delivery opened", pid=os.getpid())
+
+
+def process_delivery() -> Delivery:
+    """The delivery resources of this process, made here at the first use where no pool child made them."""
+    global _delivery
+    if _delivery is None:
+        _delivery = open_delivery(CONFIG)
+    return _delivery
 
 
 @app.task(name="processor.tasks.process_users_data")
 def process_users_data(reports_base_path: str) -> int:
-    """Fan-out: enqueue one ``process_installation`` per installation directory; returns how many."""
-    # A connection of its own, without per-message confirms: the publisher confirms in batches instead.
+    """Fan-out: publish one ``process_installation`` per installation directory, in order; returns how many."""
+    # Without a confirm per message (service spec §4): a lost message costs its installation one period, and the
+    # next fan-out publishes it again; a round trip per message would make 100 000 of them take minutes.
     with app.connection_for_write(transport_options={"confirm_publish": False}) as connection:
-        publisher = FanOutPublisher(connection, process_installation, expires_s=CONFIG.installation_expiry_s)
-        count = service.fan_out(CONFIG, reports_base_path, publisher.publish)
-        publisher.finish()
-    logger.info("fan-out done installations=%s", count)
+        producer = connection.Producer()
+
+        def publish(installation: InstallationDir) -> None:
+            args = (str(installation.path), installation.user_id, installation.installation_id)
+            process_installation.apply_async(args, expires=CONFIG.installation_expiry_s, producer=producer)
+
+        count = fan_out(CONFIG, reports_base_path, publish)
+    log.info("fan-out done", installations=count)
     return count
 
 
 @app.task(name="processor.tasks.process_installation")
 def process_installation(installation_dir_path: str, user_id: str, installation_id: str) -> str:
     """Process every complete window of one installation; safe to run twice. Returns the run's outcome."""
-    summary = service.process_installation(
+    summary = run_installation(
         CONFIG,
         user_id,
         installation_id,
+        process_delivery(),
         path_hint=installation_dir_path,
         interrupts=(SoftTimeLimitExceeded,),
     )
-    logger.info(
-        "installation done user=%s installation=%s outcome=%s windows=%s resent=%s",
-        user_id,
-        installation_id,
-        summary.outcome,
-        summary.counts,
-        summary.resent,
+    counts = summary.counts
+    log.info(
+        "installation done",
+        user=user_id,
+        installation=installation_id,
+        outcome=summary.outcome,
+        windows=len(summary.windows),
+        posted=counts.get("posted", 0),
+        backed_up=counts.get("backed_up", 0),
+        not_analysable=counts.get("not_analysable", 0),
+        resent=summary.resent,
     )
     return summary.outcome

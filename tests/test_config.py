@@ -256,11 +256,30 @@ class TestCelerySettings:
         assert settings["result_backend"] is None
         assert (settings["task_serializer"], settings["accept_content"]) == ("json", ["json"])
         assert (settings["timezone"], settings["enable_utc"]) == ("UTC", True)
-        assert settings["worker_max_tasks_per_child"] == 200
+        assert "worker_max_tasks_per_child" not in settings
         assert settings["worker_max_memory_per_child"] == 512000
-        assert (settings["worker_send_task_events"], settings["task_send_sent_event"]) == (True, True)
+        assert (settings["worker_send_task_events"], settings["task_send_sent_event"]) == (False, False)
         assert settings["task_default_queue"] == "celery"
         assert "worker_concurrency" not in settings
+
+    @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
+    def test_task_events_are_turned_on_by_the_variable(self, value):
+        settings = celery_settings(Config.from_env({"TIX_TASK_EVENTS": value}))
+
+        assert (settings["worker_send_task_events"], settings["task_send_sent_event"]) == (True, True)
+
+    @pytest.mark.parametrize("value", ["", "0", "false", "Off", "no"])
+    def test_task_events_stay_off_with_an_off_value(self, value):
+        settings = celery_settings(Config.from_env({"TIX_TASK_EVENTS": value}))
+
+        assert (settings["worker_send_task_events"], settings["task_send_sent_event"]) == (False, False)
+
+    def test_another_task_events_value_is_a_configuration_error(self):
+        problems = problems_of({"TIX_TASK_EVENTS": "sometimes"})
+
+        assert problems == [
+            "TIX_TASK_EVENTS: must be one of 1, true, yes, on, 0, false, no, off, got 'sometimes'",
+        ]
 
     def test_hard_limit_stays_below_the_rabbitmq_consumer_timeout_at_the_largest_budget(self):
         settings = celery_settings(Config.from_env({"TIX_TASK_BUDGET_SECONDS": "1500"}))
@@ -280,6 +299,8 @@ class TestCelerySettings:
 
         assert app.conf.task_acks_late is True
         assert app.conf.worker_prefetch_multiplier == 1
+        assert app.conf.worker_max_tasks_per_child is None  # Celery's default: children are not recycled by count
+        assert (app.conf.worker_send_task_events, app.conf.task_send_sent_event) == (False, False)
 
 
 class TestBrokerOverride:

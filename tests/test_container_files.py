@@ -392,6 +392,13 @@ class TestCompose:
         assert flower["environment"]["FLOWER_BASIC_AUTH"]
         assert "@rabbitmq:5672" in flower["environment"]["CELERY_BROKER_URL"]
 
+    def test_task_events_are_off_unless_asked_for_and_on_with_the_monitoring_profile(self):
+        """service.md §4: the workers and the beat pass TIX_TASK_EVENTS on (empty: off); Flower turns the running
+        workers' task events on."""
+        for name in ("beat", "worker"):
+            assert "${TIX_TASK_EVENTS:-}" == service(name)["environment"]["TIX_TASK_EVENTS"]
+        assert "true" == service("flower")["environment"]["FLOWER_ENABLE_EVENTS"]
+
     def test_no_service_but_flower_has_a_profile(self):
         services = load_compose()["services"]
 

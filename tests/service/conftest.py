@@ -103,9 +103,17 @@ class Rig:
         """The configuration the workers read (for the dry run's resolver)."""
         return Config.from_env(self.env(**overrides))
 
-    def start_worker(self, node: str = "w1", *, concurrency: int = 2, ready: bool = True, **env: str) -> WorkerProcess:
-        """Start ``celery -A processor.tasks worker -c <concurrency> -n <node>@%h`` and wait until it is ready."""
-        worker = start_worker(node, self.env(**env), self.work, concurrency=concurrency)
+    def start_worker(
+        self,
+        node: str = "w1",
+        *,
+        concurrency: int = 2,
+        ready: bool = True,
+        options: tuple[str, ...] = (),
+        **env: str,
+    ) -> WorkerProcess:
+        """Start ``celery -A processor.tasks worker -c <concurrency> -n <node>@%h <options>``; wait until ready."""
+        worker = start_worker(node, self.env(**env), self.work, concurrency=concurrency, options=options)
         self.workers.append(worker)
         if ready:
             worker.wait_ready()

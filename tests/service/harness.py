@@ -168,8 +168,8 @@ def worker_environment(vhost: str, base: Path, api_port: int, **overrides: str) 
     return env
 
 
-def celery_worker_command(node: str, *, concurrency: int = 2) -> list[str]:
-    """``celery -A processor.tasks worker`` with a prefork pool, a node name and INFO logging."""
+def celery_worker_command(node: str, *, concurrency: int = 2, options: Iterable[str] = ()) -> list[str]:
+    """``celery -A processor.tasks worker`` with a prefork pool, a node name, INFO logging and ``options``."""
     return [
         sys.executable,
         "-m",
@@ -183,6 +183,7 @@ def celery_worker_command(node: str, *, concurrency: int = 2) -> list[str]:
         "--loglevel=INFO",
         "--without-mingle",
         "--without-gossip",
+        *options,
     ]
 
 
@@ -238,13 +239,15 @@ class WorkerProcess:
         return self.process.returncode
 
 
-def start_worker(node: str, env: Mapping[str, str], log_dir: Path, *, concurrency: int = 2) -> WorkerProcess:
+def start_worker(
+    node: str, env: Mapping[str, str], log_dir: Path, *, concurrency: int = 2, options: Iterable[str] = ()
+) -> WorkerProcess:
     """Start a worker in its own process group (so that a kill on timeout reaches its children too)."""
     log_path = log_dir / f"worker-{node}.log"
     handle = log_path.open("ab")
     try:
         process = subprocess.Popen(
-            celery_worker_command(node, concurrency=concurrency),
+            celery_worker_command(node, concurrency=concurrency, options=options),
             cwd=REPO,
             env=dict(env),
             stdin=subprocess.DEVNULL,

@@ -1,15 +1,12 @@
 """
-Monitoring events of a real worker as a monitor such as Flower receives them (issue 5: ``worker_send_task_events``).
+Monitoring events of a real worker as a monitor such as Flower receives them (service spec §4).
 
-The worker publishes its task events in batches (``EventsWithoutConfirmsConsumer`` in ``processor/celery_ext.py``):
-every task's ``task-received``, ``task-started`` and ``task-succeeded`` must still arrive, once each, while the worker
-runs and after a normal stop, and the worker events (online, heartbeat, offline) as before.
+Task events are off by default, as in Celery; ``TIX_TASK_EVENTS`` or the worker's ``-E`` turns them on. Worker
+events (online, heartbeat, offline) come either way.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,40 +16,26 @@ from typing import Any
 import pytest
 from celery.events import EventReceiver
 
-from processor.celery_ext import EVENT_BUFFER_LIMIT
-from tests.service.harness import REPO, Broker, WorkerProcess, celery_worker_command, wait_until
+from tests.service.harness import Broker, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.service
 
-#: ``python -c`` replacing ``python -m celery``: the real worker, with no flush by time (only by count or at a stop).
-WITHOUT_TIMED_FLUSH = (
-    "import sys\n"
-    "import processor.celery_ext\n"
-    "processor.celery_ext.EVENT_FLUSH_INTERVAL_S = 3600.0\n"
-    "from celery.__main__ import main\n"
-    "sys.argv[0] = 'celery'\n"
-    "main()\n"
-)
-
 TASK_EVENTS = ("task-received", "task-started", "task-succeeded")
+
+#: How long a worker without task events is watched after its tasks ended, seconds.
+QUIET_S = 2.0
 
 
 class _Receiver(EventReceiver):  # type: ignore[misc]
-    """Celery's event receiver (what Flower runs), which also counts the messages and says when it consumes."""
+    """Celery's event receiver (what Flower runs), which also says when it consumes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.consuming = threading.Event()
-        self.task_messages = 0
 
     def on_consume_ready(self, *args: Any, **kwargs: Any) -> None:
         super().on_consume_ready(*args, **kwargs)
         self.consuming.set()
-
-    def _receive(self, body: Any, message: Any) -> None:
-        if isinstance(body, list) or str(body.get("type", "")).startswith("task-"):
-            self.task_messages += 1
-        super()._receive(body, message)
 
 
 class EventMonitor:
@@ -86,7 +69,7 @@ class EventMonitor:
         """Task id → the types of its task events, in arrival order."""
         found: dict[str, list[str]] = {}
         for event in list(self.events):
-            if event["type"] in TASK_EVENTS:
+            if event["type"].startswith("task-"):
                 found.setdefault(event["uuid"], []).append(event["type"])
         return found
 
@@ -109,37 +92,49 @@ def succeeded_in_log(worker: WorkerProcess, task_ids: list[str]) -> bool:
     return all(f"[{task}] succeeded" in log for task in task_ids)
 
 
-def start_process(command: list[str], env: dict[str, str], log: Any) -> Any:
-    """Start ``command`` as the harness starts a worker: in the repository, its own process group, output to ``log``."""
-    return subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def test_task_events_arrive_while_the_worker_runs_and_worker_events_are_unchanged(rig):
-    """Every task's three events reach a receiver within the flush interval, batched; the state a monitor builds
-    says SUCCESS; online, heartbeats and offline come as before."""
-    node = "events-timed"
+def test_a_worker_sends_no_task_events_by_default_but_its_worker_events(rig):
+    """Without the variable or ``-E``, a monitor sees the worker come, beat and go, and none of its tasks."""
+    node = "events-default"
     with EventMonitor(rig.broker, node) as monitor:
         worker = rig.start_worker(node)
         wait_until(lambda: monitor.types()["worker-online"], timeout_s=30, what="worker-online")
 
-        task_ids = publish_tasks(rig.broker, rig.base, 30)
-        wait_until(lambda: not monitor.missing(task_ids), timeout_s=60, what=lambda: f"{monitor.missing(task_ids)}")
+        task_ids = publish_tasks(rig.broker, rig.base, 10)
+        wait_until(lambda: succeeded_in_log(worker, task_ids), timeout_s=60, what="every task succeeded")
         wait_until(lambda: monitor.types()["worker-heartbeat"], timeout_s=30, what="worker-heartbeat")
-        batched = monitor.receiver.task_messages
+        time.sleep(QUIET_S)
 
         assert 0 == worker.stop()
         wait_until(lambda: monitor.types()["worker-offline"], timeout_s=30, what="worker-offline")
 
-    assert {} == monitor.missing(task_ids)
-    assert batched < len(task_ids), f"{batched} messages for {len(task_ids)} tasks: events not batched"
+    assert {} == monitor.task_events()
+    assert 1 == monitor.types()["worker-online"] == monitor.types()["worker-offline"]
+
+
+@pytest.mark.parametrize(
+    ("how", "env", "options"),
+    [
+        ("TIX_TASK_EVENTS", {"TIX_TASK_EVENTS": "true"}, ()),
+        ("-E", {}, ("-E",)),
+    ],
+)
+def test_task_events_on_reach_a_monitor_once_each(rig, how, env, options):
+    """Turned on, every task's received, started and succeeded events arrive once each; the state a monitor
+    builds from them says SUCCESS; the worker events come as without them."""
+    node = "events-on-variable" if options == () else "events-on-flag"
+    with EventMonitor(rig.broker, node) as monitor:
+        worker = rig.start_worker(node, options=options, **env)
+        wait_until(lambda: monitor.types()["worker-online"], timeout_s=30, what="worker-online")
+
+        task_ids = publish_tasks(rig.broker, rig.base, 20)
+        wait_until(lambda: not monitor.missing(task_ids), timeout_s=60, what=lambda: f"{monitor.missing(task_ids)}")
+        wait_until(lambda: monitor.types()["worker-heartbeat"], timeout_s=30, what="worker-heartbeat")
+
+        assert 0 == worker.stop()
+        wait_until(lambda: monitor.types()["worker-offline"], timeout_s=30, what="worker-offline")
+
+    assert {} == monitor.missing(task_ids), how
+    assert set(task_ids) == set(monitor.task_events()), how
     state = rig.broker.app.events.State()
     for event in monitor.events:
         state.event(dict(event))
@@ -147,30 +142,18 @@ def test_task_events_arrive_while_the_worker_runs_and_worker_events_are_unchange
     assert 1 == monitor.types()["worker-online"] == monitor.types()["worker-offline"]
 
 
-def test_task_events_buffered_at_a_normal_stop_are_all_published(rig):
-    """With no flush by time, a full buffer is published at once and the rest at the worker's warm shutdown."""
-    node = "events-untimed"
-    command = celery_worker_command(node)
-    assert [sys.executable, "-m", "celery"] == command[:3]
+def test_the_enable_events_command_of_a_monitor_turns_task_events_on_in_a_running_worker(rig):
+    """What Flower does in the compose profile ``monitoring``: Celery's ``enable_events`` control command turns a
+    running worker's task events on, without a restart."""
+    node = "events-by-command"
     with EventMonitor(rig.broker, node) as monitor:
-        log_path = rig.work / f"worker-{node}.log"
-        with log_path.open("ab") as handle:
-            process = start_process([sys.executable, "-c", WITHOUT_TIMED_FLUSH, *command[3:]], rig.env(), handle)
-        worker = WorkerProcess(node, process, log_path)
-        rig.workers.append(worker)
-        worker.wait_ready()
+        worker = rig.start_worker(node)
+        wait_until(lambda: monitor.types()["worker-online"], timeout_s=30, what="worker-online")
+        replies = rig.broker.app.control.enable_events(reply=True, timeout=10)
+        assert [{"ok": "task events enabled"}] == [reply for answer in replies for reply in answer.values()]
 
-        count = EVENT_BUFFER_LIMIT // len(TASK_EVENTS) + 10  # one buffer's worth, and some left over
-        task_ids = publish_tasks(rig.broker, rig.base, count)
-        wait_until(lambda: succeeded_in_log(worker, task_ids), timeout_s=60, what="every task succeeded")
-        wait_until(lambda: monitor.task_events(), timeout_s=10, what="the full buffer's events")
-        time.sleep(1.0)  # the main process has handled every result; the rest stays in the buffer
-        before_stop = sum(len(types) for types in monitor.task_events().values())
-        messages_before_stop = monitor.receiver.task_messages
-
+        task_ids = publish_tasks(rig.broker, rig.base, 10)
+        wait_until(lambda: not monitor.missing(task_ids), timeout_s=60, what=lambda: f"{monitor.missing(task_ids)}")
         assert 0 == worker.stop()
-        wait_until(lambda: monitor.types()["worker-offline"], timeout_s=30, what="worker-offline")
-        wait_until(lambda: not monitor.missing(task_ids), timeout_s=10, what=lambda: f"{monitor.missing(task_ids)}")
 
-    assert (EVENT_BUFFER_LIMIT, 1) == (before_stop, messages_before_stop)
-    assert {} == monitor.missing(task_ids)
+    assert set(task_ids) == set(monitor.task_events())
