@@ -85,10 +85,18 @@ def process_users_data(reports_base_path: str) -> int:
     # next fan-out publishes it again; a round trip per message would make 100 000 of them take minutes.
     with app.connection_for_write(transport_options={"confirm_publish": False}) as connection:
         producer = connection.Producer()
+        # The queue is declared once here instead of before every message: a fifth less CPU (bench/fanout.py).
+        producer.maybe_declare(app.amqp.queues[app.conf.task_default_queue])
 
         def publish(installation: InstallationDir) -> None:
             args = (str(installation.path), installation.user_id, installation.installation_id)
-            process_installation.apply_async(args, expires=CONFIG.installation_expiry_s, producer=producer)
+            process_installation.apply_async(
+                args,
+                expires=CONFIG.installation_expiry_s,
+                producer=producer,
+                declare=(),
+                retry=False,  # a broker error ends the fan-out at once (service spec §3.2); the next one retries
+            )
 
         count = fan_out(CONFIG, reports_base_path, publish)
     log.info("fan-out done", installations=count)

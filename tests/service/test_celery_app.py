@@ -58,12 +58,19 @@ def take_all(broker: Broker, queue: str = "celery") -> list[Any]:
     return messages
 
 
+def delete_queue(broker: Broker, queue: str = "celery") -> None:
+    with kombu.Connection(broker.url, connect_timeout=10) as connection:
+        connection.channel().queue_delete(queue)
+
+
 def test_the_fan_out_publishes_every_installation_once_in_order_with_its_expiry(rig):
-    """A real worker runs ``process_users_data`` from the beat's message: the ``celery`` queue then holds one
-    ``process_installation`` message per installation directory, in numeric order, each with the arguments of the
-    wire contract, its own id and an expiry P·60 s after its publication; the log says how many."""
+    """A real worker runs ``process_users_data`` from the beat's message: the ``celery`` queue, which the fan-out
+    declares itself, then holds one ``process_installation`` message per installation directory, in numeric order,
+    each with the arguments of the wire contract, its own id and an expiry P·60 s after its publication; the log
+    says how many."""
     expected = make_tree(rig.base)
     worker = rig.start_worker("fanout", options=("-Q", FANOUT_QUEUE))
+    delete_queue(rig.broker)
 
     before = time.time()
     rig.broker.app.send_task("processor.tasks.process_users_data", args=[str(rig.base)], queue=FANOUT_QUEUE)
