@@ -42,6 +42,8 @@ MAX_ACQUIRE_ATTEMPTS = 3
 #: Largest number of bytes of a lock file read (a lock holds about 150).
 MAX_LOCK_BYTES = 65536
 
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
 #: Pause between renewal retries after a failed renewal, in seconds (at most lease/3).
 RENEW_RETRY_S = 5.0
 
@@ -149,16 +151,17 @@ def read_lock_file(directory: Path) -> LockFile | None:
     (not a lock this service wrote; never followed nor waited on).
     """
     path = directory / LOCK_NAME
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, _READ_FLAGS | getattr(os, "O_NONBLOCK", 0))
     except (FileNotFoundError, NotADirectoryError):
         return None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "lock path is not a regular file", str(path))
-        data = handle.read(MAX_LOCK_BYTES)
+        data = os.read(fd, MAX_LOCK_BYTES)
+    finally:
+        os.close(fd)
     return LockFile(data, info.st_mtime, Holder.from_json(data))
 
 
@@ -198,7 +201,7 @@ def lock_state(
 def _read_bytes(path: Path) -> bytes | None:
     """The first bytes of ``path`` (a link is not followed; a lock holds about 150); None if it is gone."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
         return None
     try:
@@ -207,14 +210,59 @@ def _read_bytes(path: Path) -> bytes | None:
         os.close(fd)
 
 
+class _Renewals:
+    """
+    The renewal thread of this process: it renews every lock the process holds, each every lease/3 (retrying
+    sooner after a failure), until the lock is released or lost. One thread per process, started at its first
+    lock (a process made by fork starts its own), because a thread started and joined per task cost ~0.2 ms.
+    """
+
+    def __init__(self) -> None:
+        self._wakeup = threading.Condition()
+        self._due: dict[LeaseLock, float] = {}  # lock -> monotonic time of its next renewal
+        self._pid = 0
+
+    def add(self, lock: LeaseLock) -> None:
+        with self._wakeup:
+            if self._pid != os.getpid():
+                self._pid, self._due = os.getpid(), {}
+                threading.Thread(target=self._run, name="lock-renewal", daemon=True).start()
+            self._due[lock] = time.monotonic() + lock.lease_s / 3
+            self._wakeup.notify()
+
+    def remove(self, lock: LeaseLock) -> None:
+        with self._wakeup:
+            self._due.pop(lock, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                now = time.monotonic()
+                due = [lock for lock, when in self._due.items() if when <= now]
+                if not due:
+                    self._wakeup.wait(min(self._due.values(), default=now + 3600) - now)
+                    continue
+            for lock in due:
+                renewed = lock.renew()
+                with self._wakeup:
+                    if lock in self._due and lock.lost:
+                        del self._due[lock]
+                    elif lock in self._due:
+                        interval_s = lock.lease_s / 3
+                        self._due[lock] = time.monotonic() + (interval_s if renewed else min(interval_s, RENEW_RETRY_S))
+
+
+_RENEWALS = _Renewals()
+
+
 class LeaseLock:
     """
     Lease lock of one installation directory (windows spec §8).
 
     Use as a context manager: entering acquires (raising :class:`InstallationBusy` when another live holder
-    has it) and starts the lock's renewal thread; leaving stops that thread, so that no renewal can happen any
-    more, and deletes the lock file only if it still carries this lock's token. Call :meth:`fence` immediately
-    before every side effect on the installation.
+    has it) and hands the lock to the process's renewal thread; leaving takes it back, so that no renewal can
+    happen any more, and deletes the lock file only if it still carries this lock's token. Call :meth:`fence`
+    immediately before every side effect on the installation.
 
     Parameters
     ----------
@@ -225,8 +273,8 @@ class LeaseLock:
     host : str, optional
         This machine's host name (default ``socket.gethostname()``); tests pass another to play a remote holder.
     renew : bool
-        Renew the lock in a background thread while it is held (default True), as the spec asks: an analysis or
-        a POST with its retries may outlast a fence-free stretch of the lease.
+        Renew the lock while it is held (default True), by the process's renewal thread, as the spec asks: an
+        analysis or a POST with its retries may outlast a fence-free stretch of the lease.
     clock : callable
         Wall clock, Unix seconds (lock times are compared across machines, so never a monotonic clock).
     """
@@ -252,8 +300,7 @@ class LeaseLock:
         self._clock = clock
         self._held = False
         self._lost: str | None = None
-        self._stop_renewal = threading.Event()
-        self._renewal: threading.Thread | None = None
+        self._mutex = threading.Lock()  # a renewal and the release never overlap
         self._log = log.bind(directory=self.directory)
 
     # -- acquisition -------------------------------------------------------------------------------------------
@@ -271,9 +318,7 @@ class LeaseLock:
                 # Hold intervals per installation, with host and pid, make overlaps measurable (reliability §5).
                 self._log.debug("lock acquired", pid=os.getpid(), token=self.token[:8])
                 if self._renew:
-                    self._stop_renewal.clear()
-                    self._renewal = threading.Thread(target=self._keep_renewed, name="lock-renewal", daemon=True)
-                    self._renewal.start()
+                    _RENEWALS.add(self)
                 return
             seen = read_lock_file(self.directory)
             if seen is None:
@@ -350,18 +395,6 @@ class LeaseLock:
             self._lost = detail
             self._log.error("lock lost", detail=detail)
 
-    def _keep_renewed(self) -> None:
-        """The renewal thread: renew every lease/3, retry sooner after a failure, end when stopped or lost."""
-        interval_s = self.lease_s / 3
-        wait_s = interval_s
-        while not self._stop_renewal.wait(wait_s):
-            if self.renew():
-                wait_s = interval_s
-            elif self.lost:
-                return
-            else:
-                wait_s = min(interval_s, RENEW_RETRY_S)
-
     def renew(self) -> bool:
         """
         Rewrite the lock with ``expires_at = now + lease`` after checking it still carries this token.
@@ -369,25 +402,26 @@ class LeaseLock:
         Returns True on success, False on a failure that may be retried; marks the lock lost when the token
         differs, the file is gone, or failures left less than 30 s of the lease.
         """
-        if not self._held or self._lost is not None:
-            return False
-        try:
-            seen = read_lock_file(self.directory)
-            current = seen.holder if seen is not None else None
-            if current is None or current.token != self.token:
-                self._mark_lost("lock file gone" if seen is None else "token differs")
+        with self._mutex:
+            if not self._held or self._lost is not None:
                 return False
-            now = self._clock()
-            holder = Holder(self.host, os.getpid(), self.token, current.acquired_at, now + self.lease_s)
-            atomic_write_bytes(self.path, holder.to_json(), purpose="lock", mode=0o640)
-            self.expires_at = holder.expires_at
-            return True
-        except OSError as exc:
-            if self.expires_at - self._clock() < SKEW_S:
-                self._mark_lost(f"renewal failing: {exc.strerror or exc}")
-            else:
-                self._log.warning("lock renewal failed", error=exc)
-            return False
+            try:
+                seen = _read_bytes(self.path)
+                current = Holder.from_json(seen) if seen is not None else None
+                if current is None or current.token != self.token:
+                    self._mark_lost("lock file gone" if seen is None else "token differs")
+                    return False
+                now = self._clock()
+                holder = Holder(self.host, os.getpid(), self.token, current.acquired_at, now + self.lease_s)
+                atomic_write_bytes(self.path, holder.to_json(), purpose="lock", mode=0o640)
+                self.expires_at = holder.expires_at
+                return True
+            except OSError as exc:
+                if self.expires_at - self._clock() < SKEW_S:
+                    self._mark_lost(f"renewal failing: {exc.strerror or exc}")
+                else:
+                    self._log.warning("lock renewal failed", error=exc)
+                return False
 
     def fence(self) -> None:
         """
@@ -398,11 +432,11 @@ class LeaseLock:
             raise LockLost(self.directory, "not held")
         if self._lost is None:
             try:
-                seen = read_lock_file(self.directory)
+                seen = _read_bytes(self.path)
             except OSError as exc:
                 self._mark_lost(f"lock file unreadable: {exc.strerror or exc}")
             else:
-                current = seen.holder if seen is not None else None
+                current = Holder.from_json(seen) if seen is not None else None
                 if seen is None:
                     self._mark_lost("lock file gone")
                 elif current is None or current.token != self.token:
@@ -416,13 +450,11 @@ class LeaseLock:
 
     def release(self) -> None:
         """Stop the renewal and delete the lock file if it still carries this token; never raises OSError."""
-        self._stop_renewal.set()
-        if self._renewal is not None:
-            self._renewal.join()  # a renewal in progress ends first; none starts after this
-            self._renewal = None
-        if not self._held:
+        _RENEWALS.remove(self)
+        with self._mutex:  # a renewal in progress ends first; none starts after this (renew checks _held)
+            held, self._held = self._held, False
+        if not held:
             return
-        self._held = False
         try:
             seen = _read_bytes(self.path)
             current = Holder.from_json(seen) if seen is not None else None
