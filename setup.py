@@ -19,7 +19,9 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["processor", "processor.*", "reports_batch_formatter"]),
+    packages=find_packages(
+        include=["processor", "processor.*", "processor_tools", "processor_tools.*", "reports_batch_formatter"]
+    ),
     install_requires=requirements("requirements.txt"),
     extras_require={
         "notebook": requirements("requirements-notebook.txt") if (here / "requirements-notebook.txt").exists() else []

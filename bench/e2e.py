@@ -2,7 +2,7 @@
 End-to-end throughput: simulated installations through a real Celery worker, RabbitMQ and a stand-in tix-api.
 
 Simulates ``--installations`` installations with ``--minutes`` minutes of reports each
-(``processor.tools.simulate.simulate_tree``) and holds back the reports of the last ``(cycles − 1) × 10`` minutes. It
+(``processor_tools.simulate.simulate_tree``) and holds back the reports of the last ``(cycles − 1) × 10`` minutes. It
 starts the stand-in tix-api (``tests/fake_api.py``) on 127.0.0.1 and ``celery -A processor.tasks worker -c
 <concurrency>`` in a RabbitMQ vhost of its own. Then, for each processing period ("cycle"): the held reports of
 that period arrive, a dry run in this process computes the windows expected, one fan-out is published, and the
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--minutes must exceed (cycles - 1) × {PERIOD_MIN}")
     exit_cleanly_on_sigterm()
 
-    from processor.tools.simulate import simulate_tree
+    from processor_tools.simulate import simulate_tree
 
     work = Path(tempfile.mkdtemp(prefix="tix-bench-e2e-"))
     reports = work / "reports"

@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         log("refusing --restart-broker: other processes use the broker:\n  " + "\n  ".join(others))
         return 2
 
-    from processor.tools.simulate import simulate_tree
+    from processor_tools.simulate import simulate_tree
 
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="tix-bench-soak-"))

@@ -136,8 +136,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    from processor.tools import simulate, status
-    from processor.tools.calibration import command as calibration
+    from processor_tools import simulate, status
+    from processor_tools.calibration import command as calibration
 
     parser = argparse.ArgumentParser(
         prog="python -m processor",

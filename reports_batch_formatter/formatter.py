@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 from tqdm import tqdm
 
-from processor.tools.calibration.batches import Plan, bar_disabled, plan_batches
+from processor_tools.calibration.batches import Plan, bar_disabled, plan_batches
 
 EXIT_OK = 0  #: The archive was written.
 EXIT_FAILED = 1  #: It ran and failed; one line on stderr says why. Nothing was written.

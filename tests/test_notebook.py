@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.tools.test_calibration import NEW_SCHEMA, START_S, write_batches, write_network_log, write_yaml
+from tests.processor_tools.test_calibration import NEW_SCHEMA, START_S, write_batches, write_network_log, write_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "general_analysis_notebook.ipynb"

@@ -18,7 +18,7 @@ from processor.analysis.queueing import (
     queueing_shares,
 )
 from processor.reports.records import window_observations
-from processor.tools.simulate import simulate_installation
+from processor_tools.simulate import simulate_installation
 
 MS = 1_000_000  # one millisecond in nanoseconds
 

@@ -271,7 +271,7 @@ class TestNormalRun:
 
     def test_real_analysis_of_simulated_reports(self, tree, api):
         """The real processor.analysis.analyse on 40 simulated minutes: windows are posted with finite values."""
-        from processor.tools.simulate import simulate_installation, split_into_reports
+        from processor_tools.simulate import simulate_installation, split_into_reports
 
         rng = np.random.default_rng(20231114)
         data, _ = simulate_installation(rng, minutes=40)

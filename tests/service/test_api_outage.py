@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from processor.tools.simulate import simulate_tree
+from processor_tools.simulate import simulate_tree
 from tests.service.harness import (
     assert_accepted,
     failed_result_files,

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from processor.tools.simulate import simulate_tree
+from processor_tools.simulate import simulate_tree
 from tests.service.harness import (
     API_PASSWORD,
     API_USER,

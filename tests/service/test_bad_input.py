@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.tools.simulate import simulate_tree
+from processor_tools.simulate import simulate_tree
 from tests.service.harness import assert_accepted, log_lines, report, wait_until
 
 pytestmark = pytest.mark.service

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processor.tools.simulate import simulate_tree
+from processor_tools.simulate import simulate_tree
 from tests.service.harness import assert_accepted, failed_result_files, report, wait_until
 
 pytestmark = pytest.mark.service

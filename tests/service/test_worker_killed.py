@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from processor.tools.simulate import simulate_tree
+from processor_tools.simulate import simulate_tree
 from tests.service.harness import assert_accepted, log_lines, report, wait_until
 
 pytestmark = pytest.mark.service

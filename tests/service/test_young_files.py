@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from processor.tools.simulate import simulate_tree
+from processor_tools.simulate import simulate_tree
 from tests.service.harness import assert_accepted, log_lines, report, report_names, wait_until
 
 pytestmark = pytest.mark.service

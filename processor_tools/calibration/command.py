@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``calibrate`` with parsed ``args``; return the exit status."""
     from processor.errors import BadDescription
-    from processor.tools.calibration import plots
-    from processor.tools.calibration.table import calibrate, summary_line, write_csv
+    from processor_tools.calibration import plots
+    from processor_tools.calibration.table import calibrate, summary_line, write_csv
 
     def fail(status: int, message: str) -> int:
         print(f"calibrate: error: {message}", file=sys.stderr)

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from processor.installation.lock import LockState
-    from processor.tools.status import InstallationStatus, TreeStatus
+    from processor_tools.status import InstallationStatus, TreeStatus
 
 #: Prefix of every Prometheus metric name.
 METRIC_PREFIX = "tix_processor_"
@@ -222,7 +222,7 @@ def _installation_values(item: InstallationStatus, now_s: float) -> dict[str, fl
 
 class StatusCollector(Collector):
     """
-    The metric families of one :class:`~processor.tools.status.TreeStatus`, for a ``CollectorRegistry``.
+    The metric families of one :class:`~processor_tools.status.TreeStatus`, for a ``CollectorRegistry``.
 
     Per-installation families carry the labels ``user`` and ``installation``; tree totals are separate families
     named ``tix_processor_tree_*`` (and ``tix_processor_installations`` by readiness), so that no family mixes

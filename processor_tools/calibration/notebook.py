@@ -13,7 +13,7 @@ def prepare_inputs(batches_dir: str | Path, test_config_file: str | Path, net_us
     Check the notebook's three inputs; return one line saying what will be analysed.
 
     When ``batches_dir`` is the default (``simulated-calibration/batches``) and that experiment does not exist
-    yet, :func:`processor.tools.simulate.experiment.write_calibration_experiment` makes it first, so the notebook
+    yet, :func:`processor_tools.simulate.experiment.write_calibration_experiment` makes it first, so the notebook
     runs from a fresh clone with nothing beside it.
 
     Raises
@@ -23,7 +23,7 @@ def prepare_inputs(batches_dir: str | Path, test_config_file: str | Path, net_us
     """
     made = ""
     if Path(batches_dir) == DEFAULT_EXPERIMENT / "batches" and not DEFAULT_EXPERIMENT.exists():
-        from processor.tools.simulate.experiment import write_calibration_experiment
+        from processor_tools.simulate.experiment import write_calibration_experiment
 
         summary = write_calibration_experiment(DEFAULT_EXPERIMENT)
         made = f"made a simulated calibration experiment ({summary.batches} batches) in {DEFAULT_EXPERIMENT}/; "

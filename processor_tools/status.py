@@ -42,7 +42,7 @@ from processor.installation.window import INVALID_REPORTS_DIR
 from processor.reports.files import is_young, read_report, report_candidates
 from processor.reports.tree import InstallationDir, installation_dirs
 from processor.reports.windows import Candidate, iter_windows, load_candidates
-from processor.tools.status_output import lock_json, render_json, render_prometheus, render_table, write_textfile
+from processor_tools.status_output import lock_json, render_json, render_prometheus, render_table, write_textfile
 
 EXIT_OK = 0  #: The status was printed (or written to ``--textfile``).
 EXIT_FAILED = 1  #: The ``--textfile`` could not be written; one line on stderr says why.

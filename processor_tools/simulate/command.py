@@ -8,8 +8,8 @@ import math
 import sys
 from pathlib import Path
 
-from processor.tools.simulate.model import DEFAULT_START_S
-from processor.tools.simulate.tree import simulate_tree
+from processor_tools.simulate.model import DEFAULT_START_S
+from processor_tools.simulate.tree import simulate_tree
 
 EXIT_OK = 0  #: The tree or the experiment was written.
 EXIT_FAILED = 1  #: It could not be written (permissions, disk, a file in the way); one line on stderr says why.
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(EXIT_USAGE, f"{option} {out} is not empty; choose a new or empty directory")
         if args.calibration is not None:
             # Imported here: the experiment needs the calibration tools' requirements, the tree does not.
-            from processor.tools.simulate.experiment import write_calibration_experiment
+            from processor_tools.simulate.experiment import write_calibration_experiment
 
             start_s = DEFAULT_START_S if args.start is None else args.start
             print(json.dumps(write_calibration_experiment(out, seed=args.seed, start_s=start_s).as_dict()))

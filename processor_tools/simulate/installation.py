@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from processor.observations import Observations, observations
-from processor.tools.simulate.model import (
+from processor_tools.simulate.model import (
     DEFAULT_START_S,
     MAX_SERVER_RECORDS,
     PACKET_INTERVAL_WEIGHTS,

@@ -14,16 +14,16 @@ import numpy as np
 import yaml
 
 from processor.reports.files import report_json
-from processor.tools.calibration.batches import plan_batches
-from processor.tools.simulate.installation import simulate_installation, split_into_reports
-from processor.tools.simulate.model import (
+from processor_tools.calibration.batches import plan_batches
+from processor_tools.simulate.installation import simulate_installation, split_into_reports
+from processor_tools.simulate.model import (
     DEFAULT_START_S,
     LevelName,
     QueueSegment,
     draw_level,
     draw_profile,
 )
-from processor.tools.simulate.tree import draw_address
+from processor_tools.simulate.tree import draw_address
 
 #: Download caps of the steps, as shares of the link: the staircase of the 2017 experiments.
 STEP_SHARES = (1.0, 0.75, 0.5, 0.25, 0.0)

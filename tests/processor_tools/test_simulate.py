@@ -21,12 +21,12 @@ import pytest
 from processor.observations import OBSERVATION_DTYPE, SHORT
 from processor.reports.files import parse_address, read_report, report_candidates
 from processor.reports.records import window_observations
-from processor.tools import simulate
-from processor.tools.calibration.batches import plan_batches
-from processor.tools.calibration.description import load_description
-from processor.tools.calibration.netusage import read_network_usage
-from processor.tools.calibration.table import calibrate
-from processor.tools.simulate import (
+from processor_tools import simulate
+from processor_tools.calibration.batches import plan_batches
+from processor_tools.calibration.description import load_description
+from processor_tools.calibration.netusage import read_network_usage
+from processor_tools.calibration.table import calibrate
+from processor_tools.simulate import (
     DAY_NS,
     DEFAULT_START_S,
     draw_address,
@@ -35,7 +35,7 @@ from processor.tools.simulate import (
     simulate_tree,
     split_into_reports,
 )
-from processor.tools.simulate.experiment import write_calibration_experiment
+from processor_tools.simulate.experiment import write_calibration_experiment
 
 #: 2023-11-15 00:00:00 UTC, the first UTC midnight after DEFAULT_START_S.
 UTC_MIDNIGHT_S = 1_700_006_400

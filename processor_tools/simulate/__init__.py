@@ -30,9 +30,9 @@ its reports), :mod:`.tree` (condenser trees), :mod:`.experiment` (a calibration 
 requirements-notebook.txt, so it is not imported here), :mod:`.command` (CLI).
 """
 
-from processor.tools.simulate.command import add_arguments, run
-from processor.tools.simulate.installation import simulate_installation, split_into_reports
-from processor.tools.simulate.model import (
+from processor_tools.simulate.command import add_arguments, run
+from processor_tools.simulate.installation import simulate_installation, split_into_reports
+from processor_tools.simulate.model import (
     DAY_NS,
     DEFAULT_START_S,
     ClockModel,
@@ -44,7 +44,7 @@ from processor.tools.simulate.model import (
     draw_profile,
     draw_schedule,
 )
-from processor.tools.simulate.tree import SimulatedInstallation, TreeSummary, draw_address, simulate_tree
+from processor_tools.simulate.tree import SimulatedInstallation, TreeSummary, draw_address, simulate_tree
 
 __all__ = [
     "DAY_NS",

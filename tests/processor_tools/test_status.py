@@ -1,4 +1,4 @@
-"""Tests of processor.tools.status: the read-only status of the reports tree (issue 5, item 3)."""
+"""Tests of processor_tools.status: the read-only status of the reports tree (issue 5, item 3)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from processor.observations import observations
 from processor.reports.files import read_report, report_candidates, write_report
 from processor.reports.tree import InstallationDir
 from processor.reports.windows import select_window
-from processor.tools import status, status_output
-from processor.tools.simulate import simulate_tree
+from processor_tools import status, status_output
+from processor_tools.simulate import simulate_tree
 
 #: A fixed "now" for tests that do not depend on file ages (Unix seconds, 2024-01-01 00:00:00 UTC).
 NOW_S = 1_704_067_200.0

@@ -18,9 +18,9 @@ from processor.analysis import analyse
 from processor.errors import NotAnalysable
 from processor.reports.files import read_report, report_candidates
 from processor.reports.windows import load_candidates, select_window
-from processor.tools.calibration.batches import bar_disabled
-from processor.tools.calibration.description import Description, expected_usage, load_description
-from processor.tools.calibration.netusage import (
+from processor_tools.calibration.batches import bar_disabled
+from processor_tools.calibration.description import Description, expected_usage, load_description
+from processor_tools.calibration.netusage import (
     NET_USAGE_SEPARATOR,
     group_network_usage,
     read_network_usage,
@@ -173,7 +173,7 @@ def calibration_table(
     The calibration table: one row per batch, sorted by ``batch_start``, columns :data:`COLUMNS`.
 
     Measured values come from the results (unclamped usage, change D4), the expected usage from
-    :func:`~processor.tools.calibration.description.expected_usage`. A batch that could not be analysed keeps its name,
+    :func:`~processor_tools.calibration.description.expected_usage`. A batch that could not be analysed keeps its name,
     start and reason, with empty cells elsewhere. With ``network_groups`` (tools spec §2.7), group i is paired
     **by position** with the i-th analysed row that has an expected usage (the original's table), over the shorter
     of the two; its rate divided by the description's capacity is the actual usage.

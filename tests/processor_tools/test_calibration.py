@@ -1,4 +1,4 @@
-"""Tests of processor.tools.calibration: description schemas, expected usage, network log, table, CSV, plots."""
+"""Tests of processor_tools.calibration: description schemas, expected usage, network log, table, CSV, plots."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import pytest
 from processor.errors import BadDescription
 from processor.observations import Observations, observations
 from processor.reports.files import report_json
-from processor.tools.calibration import plots
-from processor.tools.calibration.command import CSV_NAME, EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_arguments, run
-from processor.tools.calibration.description import Step, expected_usage, load_description, parse_description
-from processor.tools.calibration.netusage import BadNetworkUsage, group_network_usage, read_network_usage
-from processor.tools.calibration.notebook import prepare_inputs
-from processor.tools.calibration.table import (
+from processor_tools.calibration import plots
+from processor_tools.calibration.command import CSV_NAME, EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_arguments, run
+from processor_tools.calibration.description import Step, expected_usage, load_description, parse_description
+from processor_tools.calibration.netusage import BadNetworkUsage, group_network_usage, read_network_usage
+from processor_tools.calibration.notebook import prepare_inputs
+from processor_tools.calibration.table import (
     COLUMNS,
     NO_REPORT_FILES,
     NO_WINDOW,

@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 
 from processor.reports.files import write_report
-from processor.tools.simulate.installation import simulate_installation, split_into_reports
-from processor.tools.simulate.model import DEFAULT_START_S, GroundTruth, ScheduleMode, draw_profile
+from processor_tools.simulate.installation import simulate_installation, split_into_reports
+from processor_tools.simulate.model import DEFAULT_START_S, GroundTruth, ScheduleMode, draw_profile
 
 #: First octets of the "public" client addresses (LACNIC blocks, where TiX clients lived). A prefix table for
 #: the IP-to-AS resolver in tests can cover these; documentation and private addresses resolve to null.

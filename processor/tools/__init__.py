@@ -1,1 +1,0 @@
-"""Operator and researcher tools beside the service: status, the report generator, calibration."""
