@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from processor.atomic import atomic_write_bytes
 from processor.errors import InstallationBusy, LockLost
+from processor.installation.entries import usable_entry
 from processor.logs import event_logger
 
 log = event_logger(__name__)
@@ -42,7 +43,15 @@ MAX_ACQUIRE_ATTEMPTS = 3
 #: Largest number of bytes of a lock file read (a lock holds about 150).
 MAX_LOCK_BYTES = 65536
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: O_NONBLOCK: a FIFO put at the lock path must never hold a read (H1).
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+#: Largest lease a lock may carry (``TIX_LOCK_LEASE_SECONDS`` at most), in seconds: an ``expires_at`` further
+#: ahead than this plus the skew is invalid (H5).
+MAX_LEASE_S = 600.0
+
+#: A modification time further ahead than this, in seconds, is no trustworthy age (H5, as for report files).
+MAX_MTIME_AHEAD_S = 60.0
 
 #: Pause between renewal retries after a failed renewal, in seconds (at most lease/3).
 RENEW_RETRY_S = 5.0
@@ -126,6 +135,10 @@ class LockFile:
     holder: Holder | None
 
 
+#: Why a lock may be taken over: its holder's lease ran out, its holder died, or its expiry is implausible (H5).
+StaleReason = Literal["expired", "dead_process", "invalid_expiry"]
+
+
 @dataclass(frozen=True, slots=True)
 class LockState:
     """
@@ -134,13 +147,15 @@ class LockState:
     ``expires_at`` is the holder's, or the file's mtime plus the lease when the content is not a lock (a holder
     that died while writing it). The lock is ``stale`` -- another process may take it over now -- when its holder
     is a process of this host that no longer exists (``"dead_process"``), or when ``now > expires_at + SKEW_S``
-    (``"expired"``): the 30 s of clock skew allowed between machines sharing the volume are waited for too.
+    (``"expired"``): the 30 s of clock skew allowed between machines sharing the volume are waited for too. An
+    ``expires_at`` more than 600 s + 30 s ahead, or the mtime of a lock naming no holder more than 60 s ahead, is
+    no lease at all (``"invalid_expiry"``, H5): such a lock is stale at once.
     """
 
     holder: Holder | None
     expires_at: float  #: Unix seconds
     stale: bool
-    stale_reason: Literal["expired", "dead_process"] | None
+    stale_reason: StaleReason | None
 
 
 def read_lock_file(directory: Path) -> LockFile | None:
@@ -152,17 +167,18 @@ def read_lock_file(directory: Path) -> LockFile | None:
     """
     path = directory / LOCK_NAME
     try:
-        fd = os.open(path, _READ_FLAGS | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, _READ_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "lock path is not a regular file", str(path))
-        data = os.read(fd, MAX_LOCK_BYTES)
+        data = os.read(fd, MAX_LOCK_BYTES + 1)
     finally:
         os.close(fd)
-    return LockFile(data, info.st_mtime, Holder.from_json(data))
+    # H2: a lock above 64 KiB names no holder, like any unparseable lock (its expiry is then mtime + lease).
+    return LockFile(data, info.st_mtime, Holder.from_json(data) if len(data) <= MAX_LOCK_BYTES else None)
 
 
 def read_holder(directory: Path) -> Holder | None:
@@ -175,9 +191,13 @@ def judge_lock(lock_file: LockFile, now_s: float, *, lease_s: float, host: str) 
     """The :class:`LockState` of ``lock_file`` at ``now_s`` (Unix seconds) seen from machine ``host``."""
     holder = lock_file.holder
     expires_at = holder.expires_at if holder is not None else lock_file.mtime_s + lease_s
-    reason: Literal["expired", "dead_process"] | None = None
+    reason: StaleReason | None = None
     if holder is not None and holder.host == host and not pid_alive(holder.pid):
         reason = "dead_process"
+    elif expires_at > now_s + MAX_LEASE_S + SKEW_S or (
+        holder is None and lock_file.mtime_s > now_s + MAX_MTIME_AHEAD_S
+    ):
+        reason = "invalid_expiry"  # H5: no lease reaches that far, nor is a future mtime an age
     elif now_s > expires_at + SKEW_S:
         reason = "expired"
     return LockState(holder, expires_at, reason is not None, reason)
@@ -205,7 +225,7 @@ def _read_bytes(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        return os.read(fd, MAX_LOCK_BYTES)
+        return os.read(fd, MAX_LOCK_BYTES + 1)  # as much as read_lock_file reads, for the takeover's comparison
     finally:
         os.close(fd)
 
@@ -310,6 +330,7 @@ class LeaseLock:
         if self._held:
             raise RuntimeError("lock already held")
         self.token = secrets.token_hex(16)  # new for every acquisition
+        usable_entry(self.path, "file", self._log)  # H1: a link or a FIFO there is set aside, never followed
         holder = ""
         for _ in range(MAX_ACQUIRE_ATTEMPTS):
             if self._create():

@@ -22,13 +22,23 @@ from processor.config import Config, UsageEstimator
 from processor.delivery import Delivery
 from processor.delivery.failed_results import (
     FAILED_RESULTS_DIR,
+    REJECTED_DIR,
     ensure_failed_results_dir,
     resend_failed_results,
     write_failed_result,
 )
 from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost
+from processor.installation.entries import usable_entry
 from processor.installation.lock import STALE_PREFIX, LeaseLock
-from processor.installation.state import Attempt, Disposal, State, load_state, read_state, write_state
+from processor.installation.state import (
+    STATE_NAME,
+    Attempt,
+    Disposal,
+    State,
+    load_state,
+    read_state,
+    write_state,
+)
 from processor.installation.window import (
     INVALID_REPORTS_DIR,
     MAX_WINDOW_ATTEMPTS,
@@ -172,6 +182,7 @@ def run_installation(
     outcome: RunOutcome = "done"
     detail = ""
     try:
+        run.check_entries()
         run.read_state()
         run.recover()
         run.remove_leftovers()
@@ -240,6 +251,17 @@ class _Run:
         self.counts: Counter[str] = Counter()
 
     # -- §10 steps 2-4 ---------------------------------------------------------------------------------------------
+
+    def check_entries(self) -> None:
+        """H1: every bookkeeping entry that is not a real directory or regular file is set aside, a fresh one used."""
+        self.fence()
+        try:
+            usable_entry(self.directory / STATE_NAME, "file", self.log)
+            usable_entry(self.directory / INVALID_REPORTS_DIR, "directory", self.log)
+            if usable_entry(self.directory / FAILED_RESULTS_DIR, "directory", self.log):
+                usable_entry(self.directory / FAILED_RESULTS_DIR / REJECTED_DIR, "directory", self.log)
+        except OSError as exc:
+            raise io_error(self.log, "checking bookkeeping entries", exc) from None
 
     def read_state(self) -> None:
         """The state file; a corrupt one is set aside (after the fence) and a fresh state used (§9.1)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -19,6 +21,9 @@ log = event_logger(__name__)
 
 #: Name of the state file inside an installation directory (change D9).
 STATE_NAME = ".tix-processor-state"
+
+#: Largest state file read, in bytes (H2); a larger one is corrupt. A state file holds a few hundred bytes.
+MAX_STATE_BYTES = 65536
 
 #: The only format this code reads and writes.
 STATE_FORMAT = 1
@@ -247,7 +252,11 @@ def load_state(directory: Path) -> State | None:
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "state path is not a regular file", str(directory / STATE_NAME))
+        data = handle.read(MAX_STATE_BYTES + 1)
+    if len(data) > MAX_STATE_BYTES:  # H2: no read is unbounded; a state file holds a few hundred bytes
+        raise StateFormatError(f"larger than {MAX_STATE_BYTES} bytes")
     return State.from_json(data)
 
 
