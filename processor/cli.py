@@ -9,9 +9,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0  #: Every PATH was analysed / the command did what was asked.
-EXIT_FAILED = 1  #: It ran, and some PATH was not analysable or the run failed.
+EXIT_OK = 0  #: Every PATH was analysed / the command did what was asked (process: every window delivered).
+EXIT_FAILED = 1  #: It ran, and some PATH was not analysable or the run failed (process: an installation run).
 EXIT_USAGE = 2  #: Bad arguments or configuration; nothing was done.
+EXIT_BACKED_UP = 3  #: process: results were kept in failed-results/, tix-api unreachable or refusing them.
+EXIT_UNLISTABLE = 4  #: process: the reports base directory cannot be listed; no installation was run.
+
+#: The ``exit`` of the summary line of ``process`` for each of its statuses (H8).
+PROCESS_EXITS = {
+    EXIT_OK: "ok",
+    EXIT_FAILED: "run_failed",
+    EXIT_BACKED_UP: "backed_up",
+    EXIT_UNLISTABLE: "base_unlistable",
+}
 
 
 def analyse_path(path: Path) -> dict[str, Any]:
@@ -60,6 +70,7 @@ def _process(args: argparse.Namespace) -> int:
     from processor.config import load_config_or_exit
     from processor.installation.cycle import process_tree
     from processor.installation.run import RunSummary
+    from processor.logs import event_logger
 
     config = load_config_or_exit()
     if args.reports is not None:
@@ -72,21 +83,30 @@ def _process(args: argparse.Namespace) -> int:
     if dry_run and not args.dry_run:
         logging.getLogger(__name__).warning("no API credentials: dry run, nothing is posted or deleted")
     totals: dict[str, int] = {}
-    failed = 0
+    failed = api_failed = 0
 
     def done(summary: RunSummary) -> None:
-        nonlocal failed
-        failed += summary.outcome not in ("done", "busy")
+        nonlocal failed, api_failed
+        failed += summary.outcome not in ("done", "busy", "invalid")
+        api_failed += summary.api_failed
         for window in summary.windows:
             totals[window.outcome] = totals.get(window.outcome, 0) + 1
             if window.payload is not None and dry_run:
                 line = {"user": summary.user_id, "installation": summary.installation_id}
                 print(json.dumps({**line, "payload": window.payload}))
 
-    installations = process_tree(config, dry_run=dry_run, done=done)
+    try:
+        installations = process_tree(config, dry_run=dry_run, done=done)
+    except OSError as exc:
+        log = event_logger(__name__)
+        log.error("cannot list the reports base directory", base=config.reports_base_path, error=exc.strerror or exc)
+        installations, status = 0, EXIT_UNLISTABLE
+    else:
+        # H8: a failed run outranks results kept back; both are told apart from a cycle that delivered everything.
+        status = EXIT_FAILED if failed else EXIT_BACKED_UP if totals.get("backed_up") or api_failed else EXIT_OK
     summary_line = {"installations": installations, "windows": totals, "dry_run": dry_run, "failed_runs": failed}
-    print(json.dumps({"summary": summary_line}))
-    return EXIT_FAILED if failed else EXIT_OK
+    print(json.dumps({"summary": {**summary_line, "exit": PROCESS_EXITS[status]}}))
+    return status
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -175,7 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
             "One processing cycle over every installation of the reports tree, in this process, through exactly\n"
             "the code path of the Celery task. With --dry-run, or without TIX_API_USER/TIX_API_PASSWORD, nothing\n"
             "is posted, written or deleted: the payloads that would be sent are printed as JSON lines.\n"
-            "The last line is a JSON summary. Configuration comes from the TIX_* variables (see README)."
+            "The last line is a JSON summary. Configuration comes from the TIX_* variables (see README).\n"
+            "\n"
+            'exit status (the summary\'s "exit" names it):\n'
+            "  0  ok: every installation run ended normally and every analysed window was delivered (or dry run)\n"
+            "  1  run_failed: an installation run failed (I/O error, lost lock, unexpected exception);\n"
+            "     the cycle went on with the other installations\n"
+            "  2  usage error or bad configuration; nothing was done\n"
+            "  3  backed_up: results were backed up in failed-results/ (tix-api unreachable or refusing)\n"
+            "  4  base_unlistable: the reports base directory cannot be listed"
         ),
         epilog="examples:\n  python -m processor process --reports /tmp/reports --dry-run\n"
         "  TIX_API_USER=admin TIX_API_PASSWORD=... TIX_API_HOST=tix-api python -m processor process",

@@ -99,9 +99,13 @@ class TestProcess:
         printed = lines(done)
         payloads = [line["payload"] for line in printed if "payload" in line]
         assert 3 == len(payloads)
-        assert {"installations": 3, "windows": {"dry_run": 3}, "dry_run": True, "failed_runs": 0} == printed[-1][
-            "summary"
-        ]
+        assert {
+            "installations": 3,
+            "windows": {"dry_run": 3},
+            "dry_run": True,
+            "failed_runs": 0,
+            "exit": "ok",
+        } == printed[-1]["summary"]
         assert before == tree_snapshot(reports)
 
     def test_without_credentials_it_is_a_dry_run(self, reports):

@@ -44,18 +44,26 @@ def process_tree(config: Config, *, dry_run: bool, done: Callable[[RunSummary], 
     One processing cycle over every installation in this process, through the code of the Celery task.
 
     Each installation gets :func:`run_installation` (with ``dry_run``: :func:`dry_run_installation`, which
-    changes nothing), and ``done`` its summary. Returns the number of installations, as :func:`fan_out`.
+    changes nothing), and ``done`` its summary. An unexpected exception in one installation's run (logged with
+    its traceback by the run) is a run with outcome ``failed``, and the cycle goes on with the next one (H7).
+    Returns the number of installations; raises ``OSError`` when the reports base cannot be listed (H8).
     """
     delivery = open_delivery(config)
     try:
-
-        def run_one(installation: InstallationDir) -> None:
+        count = 0
+        for installation in installation_dirs(config.reports_base_path):
+            count += 1
             user_id, installation_id = installation.user_id, installation.installation_id
-            if dry_run:
-                done(dry_run_installation(config, user_id, installation_id, delivery.resolver))
-            else:
-                done(run_installation(config, user_id, installation_id, delivery))
-
-        return fan_out(config, None, run_one)
+            try:
+                if dry_run:
+                    summary = dry_run_installation(config, user_id, installation_id, delivery.resolver)
+                else:
+                    summary = run_installation(config, user_id, installation_id, delivery)
+            except Exception as exc:  # H7: one installation's bug must not abandon every later installation
+                log.error("installation run failed, the cycle goes on", user=user_id, installation=installation_id,
+                          error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+                summary = RunSummary(user_id, installation_id, "failed", detail=f"{type(exc).__name__}: {exc}")
+            done(summary)
+        return count
     finally:
         delivery.close()

@@ -61,7 +61,8 @@ log = event_logger(__name__)
 #: Age after which temporary files and stale lock names left by a crash are removed, in seconds.
 LEFTOVER_AGE_S = 3600.0
 
-RunOutcome = Literal["done", "busy", "invalid", "lock_lost", "io_error", "write_failed", "interrupted"]
+#: ``failed``: an unexpected exception, recorded by the one-shot cycle that went on (H7).
+RunOutcome = Literal["done", "busy", "invalid", "lock_lost", "io_error", "write_failed", "interrupted", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +82,18 @@ class RunSummary:
     budget_exhausted: bool = False
     dry_run: bool = False
     detail: str = ""
+    api_failed: bool = False  #: tix-api became unusable during the run: results stay in failed-results (H8)
 
     @classmethod
     def of(
         cls, user_id: str, installation_id: str, outcome: RunOutcome, windows: list[WindowRecord],
-        counts: Counter[str], budget: Budget, *, dry_run: bool = False, detail: str = "",
+        counts: Counter[str], budget: Budget, *, dry_run: bool = False, detail: str = "", api_failed: bool = False,
     ) -> RunSummary:  # fmt: skip
         """The summary of a run that counted ``resent``, ``rejected``, ``invalid_reports``, … in ``counts``."""
         return cls(
             user_id, installation_id, outcome, tuple(windows), counts["resent"], counts["rejected"],
             counts["invalid_reports"], counts["discarded_gap"], counts["discarded_ip_change"], counts["recovered"],
-            budget.exhausted, dry_run, detail,
+            budget.exhausted, dry_run, detail, api_failed,
         )  # fmt: skip
 
     @property
@@ -210,7 +212,10 @@ def run_installation(
         raise
     finally:
         lock.release()
-    return RunSummary.of(user_id, installation_id, outcome, run.windows, run.counts, run.budget, detail=detail)
+    return RunSummary.of(
+        user_id, installation_id, outcome, run.windows, run.counts, run.budget, detail=detail,
+        api_failed=delivery.api.has_credentials and not run.api_usable,
+    )  # fmt: skip
 
 
 class Budget:
