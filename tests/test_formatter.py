@@ -17,8 +17,8 @@ import pytest
 from processor.reports.files import report_json
 from processor_tools.calibration.batches import plan_batches
 from reports_batch_formatter.formatter import DEFAULT_OUTPUT_FILENAME, EXIT_FAILED, EXIT_OK, main
-from tests.shared_data import CALIBRATION_EXPERIMENTS
 from tests.processor_tools.test_calibration import START_S, probes, write_log, write_logs
+from tests.shared_data import CALIBRATION_EXPERIMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATTER = REPO / "reports_batch_formatter" / "formatter.py"
