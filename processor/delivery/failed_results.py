@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
@@ -42,6 +43,9 @@ FILE_MODE = 0o640
 
 #: Largest failed-results file read for a re-send, in bytes; larger ones are rejected as unreadable.
 MAX_FILE_BYTES = 1 << 20
+
+#: Prefix of the sidecar that counts the strikes of a failed result (H9, :mod:`processor.delivery.strikes`).
+STRIKES_PREFIX = ".strikes-"
 
 
 def failed_result_name(timestamp: int, n: int = 0) -> str:
@@ -351,9 +355,16 @@ def reject_failed_result(path: Path, *, fence: Callable[[], None] | None = None)
             continue
         break
     os.unlink(path)
+    _forget_strikes(path)
     fsync_directory(rejected)
     fsync_directory(path.parent)
     return target
+
+
+def _forget_strikes(path: Path) -> None:
+    """Remove the strikes sidecar of a failed result that left ``failed-results/`` (H9)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path.with_name(STRIKES_PREFIX + path.name))
 
 
 def delete_failed_result(path: Path, *, fence: Callable[[], None] | None = None) -> None:
@@ -365,6 +376,7 @@ def delete_failed_result(path: Path, *, fence: Callable[[], None] | None = None)
         os.unlink(path)
     except FileNotFoundError:
         return
+    _forget_strikes(path)
     fsync_directory(path.parent)
 
 
@@ -378,6 +390,7 @@ class ResendSummary:
     api_unusable: bool = False  #: a failure that concerns the API as a whole stopped the pass (S6)
     stopped_by_budget: bool = False  #: ``should_continue`` said stop
     failure: ApiError | None = None  #: the failure that stopped the pass
+    refused: tuple[Path, ...] = ()  #: kept after a 5xx of their own, the pass going on (H9 strikes if others pass)
 
 
 def resend_failed_results(
@@ -397,7 +410,9 @@ def resend_failed_results(
     For each file, while ``should_continue()`` is true: an unreadable or malformed file is moved to
     ``rejected/``; otherwise its payload (usage clamped) is POSTed, resolving the AS first for files without
     ``asn``/``asOwner``. Success → the file is deleted; content rejected (400, 409, 413, 422) → moved to
-    ``rejected/``; any other failure → the file is kept and the pass stops with ``api_unusable``.
+    ``rejected/``; any other failure → the file is kept and the pass stops with ``api_unusable``, except a 5xx
+    after a file that did not get one: that file is kept in ``refused`` and the pass goes on with the next, so
+    that one result tix-api cannot take never blocks the ones after it (H9; two in a row mean an outage).
 
     Parameters
     ----------
@@ -429,6 +444,7 @@ def resend_failed_results(
         return ResendSummary(remaining=len(files), api_unusable=True)
     run_log = log.bind(user=user_id, installation=installation_id)
     resent = rejected = 0
+    refused: list[Path] = []
     for index, item in enumerate(files):
         if should_continue is not None and not should_continue():
             return ResendSummary(resent, rejected, len(files) - index, stopped_by_budget=True)
@@ -454,10 +470,18 @@ def resend_failed_results(
             run_log.warning("failed result rejected", file=item.path.name, reason=exc.reason, status=exc.status)
             continue
         except ApiError as exc:
-            remaining = len(files) - index
+            if refused_by_server(exc) and not (refused and refused[-1] == files[index - 1].path):
+                refused.append(item.path)
+                continue
+            remaining = len(files) - index + len(refused)
             run_log.info("failed results re-send stopped", file=item.path.name, reason=exc.reason, remaining=remaining)
-            return ResendSummary(resent, rejected, remaining, api_unusable=True, failure=exc)
+            return ResendSummary(resent, rejected, remaining, api_unusable=True, failure=exc, refused=tuple(refused))
         delete_failed_result(item.path, fence=fence)
         resent += 1
         run_log.info("failed result re-sent", file=item.path.name, timestamp=item.timestamp, status=posted.status)
-    return ResendSummary(resent, rejected, 0)
+    return ResendSummary(resent, rejected, len(refused), refused=tuple(refused))
+
+
+def refused_by_server(error: ApiError) -> bool:
+    """True for a 5xx answer (H9: tix-api took the request and could not store this result), not a 429."""
+    return error.status is not None and 500 <= error.status <= 599

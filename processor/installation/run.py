@@ -27,6 +27,7 @@ from processor.delivery.failed_results import (
     resend_failed_results,
     write_failed_result,
 )
+from processor.delivery.strikes import strike_refused
 from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost
 from processor.installation.entries import usable_entry
 from processor.installation.lock import STALE_PREFIX, LeaseLock
@@ -195,6 +196,7 @@ def run_installation(
             if window is None:
                 break
             run.process(window)
+        run.strike_refused()
         run.write_counters()
     except interrupts as exc:  # e.g. the soft time limit: stop now, the state stays consistent (D9)
         outcome, detail = "interrupted", type(exc).__name__
@@ -214,7 +216,7 @@ def run_installation(
         lock.release()
     return RunSummary.of(
         user_id, installation_id, outcome, run.windows, run.counts, run.budget, detail=detail,
-        api_failed=delivery.api.has_credentials and not run.api_usable,
+        api_failed=(delivery.api.has_credentials and not run.api_usable) or bool(run.refused),
     )  # fmt: skip
 
 
@@ -254,6 +256,8 @@ class _Run:
         self.increment: tuple[Attempt | None, Attempt | None] | None = None
         self.windows: list[WindowRecord] = []
         self.counts: Counter[str] = Counter()
+        self.refused: tuple[Path, ...] = ()  #: failed results refused with a 5xx of their own (H9)
+        self.delivered = False  #: tix-api accepted a POST of this run
 
     # -- §10 steps 2-4 ---------------------------------------------------------------------------------------------
 
@@ -342,8 +346,18 @@ class _Run:
             raise io_error(self.log, "re-sending failed results", exc) from None
         self.count("resent", outcome.resent)
         self.count("rejected", outcome.rejected)
+        self.refused, self.delivered = outcome.refused, outcome.resent > 0
         if outcome.api_unusable:
             self.api_usable = False
+
+    def strike_refused(self) -> None:
+        """H9: the results refused alone while this run delivered others get a strike; at 3 they are retired."""
+        if not (self.refused and self.delivered):
+            return  # nothing delivered: an outage of the whole API, no strike
+        try:
+            self.count("rejected", strike_refused(self.refused, fence=self.fence, run_log=self.log))
+        except OSError as exc:
+            raise io_error(self.log, "striking refused results", exc) from None
 
     # -- §10 step 5: windows -----------------------------------------------------------------------------------
 
@@ -409,6 +423,7 @@ class _Run:
                 if isinstance(exc, ApiUnavailable):
                     self.api_usable = False  # S6: further windows of this run go straight to failed-results
             else:
+                self.delivered = True
                 return "posted", answer.status
         try:
             write_failed_result(

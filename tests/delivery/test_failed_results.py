@@ -479,8 +479,12 @@ class TestResend:
         assert [r["json"]["timestamp"] for r in fake_api.records()] == [200]
         assert names(failed_dir / "rejected") == ["failed-report-100.json"]
 
-    @pytest.mark.parametrize("behaviour", [Behaviour(status=503), Behaviour(status=401), Behaviour(action="reset")])
-    def test_api_failure_keeps_the_file_and_stops(self, failed_dir, fake_api, behaviour):
+    @pytest.mark.parametrize(
+        ("behaviour", "tried"),
+        [(Behaviour(status=503), {100, 200}), (Behaviour(status=401), {100}), (Behaviour(action="reset"), {100})],
+    )
+    def test_api_failure_keeps_the_file_and_stops(self, failed_dir, fake_api, behaviour, tried):
+        """A 5xx of one file lets the pass try the next (H9): a second 5xx in a row is an outage."""
         for timestamp in (100, 200):
             write_failed_result(failed_dir, results(timestamp), ip="200.40.1.2", asn=None, as_owner=None)
         fake_api.set_behaviour(behaviour)
@@ -489,8 +493,20 @@ class TestResend:
 
         assert (summary.resent, summary.remaining, summary.api_unusable) == (0, 2, True)
         assert summary.failure is not None
-        assert {r["json"]["timestamp"] for r in fake_api.records()} == {100}
+        assert {r["json"]["timestamp"] for r in fake_api.records()} == tried
         assert names(failed_dir) == ["failed-report-100.json", "failed-report-200.json"]
+
+    def test_a_result_refused_alone_with_a_5xx_is_kept_and_the_next_one_sent(self, failed_dir, fake_api):
+        """H9: the oldest result tix-api cannot take no longer blocks the queue; the run strikes it."""
+        for timestamp in (100, 200, 300):
+            write_failed_result(failed_dir, results(timestamp), ip="200.40.1.2", asn=None, as_owner=None)
+        fake_api.script(Behaviour(status=500), Behaviour(status=500), Behaviour(status=500))
+
+        summary = resend(failed_dir, client_for(fake_api))
+
+        assert (summary.resent, summary.remaining, summary.api_unusable) == (2, 1, False)
+        assert [path.name for path in summary.refused] == ["failed-report-100.json"]
+        assert names(failed_dir) == ["failed-report-100.json"]
 
     def test_budget_stops_before_the_next_file(self, failed_dir, fake_api):
         for timestamp in (100, 200, 300):

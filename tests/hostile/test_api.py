@@ -91,7 +91,7 @@ class TestResultRefusedWhileTheApiIsUp:
     def poison_where(self, rig) -> str:
         directory = rig.installation("1") / "failed-results"
         for where, folder in (("rejected", directory / "rejected"), ("failed-results", directory)):
-            for path in folder.glob("*.json") if folder.is_dir() else ():
+            for path in folder.glob("failed-report-*.json") if folder.is_dir() else ():
                 if json.loads(path.read_text())["results"]["timestamp"] == self.POISON:
                     return where
         return "nowhere"
