@@ -106,6 +106,11 @@ def process_users_data(reports_base_path: str) -> int:
 @app.task(name="processor.tasks.process_installation")
 def process_installation(installation_dir_path: str, user_id: str, installation_id: str) -> str:
     """Process every complete window of one installation; safe to run twice. Returns the run's outcome."""
+    if not all(isinstance(value, str) for value in (installation_dir_path, user_id, installation_id)):
+        # H11: a hand-made message may carry an integer or a list; such ids are invalid like any other.
+        arguments = repr((installation_dir_path, user_id, installation_id))[:200]
+        log.warning("installation skipped, task arguments are not strings", arguments=arguments)
+        return "invalid"
     summary = run_installation(
         CONFIG,
         user_id,
