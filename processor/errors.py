@@ -118,7 +118,7 @@ class ResolverUnavailable(ProcessorError):
     """An IP-to-AS backend failed (connection, timeout, SQL error, unreadable file); never leaves the resolver."""
 
 
-BadFailedResultReason = Literal["unreadable", "not_json", "bad_results", "bad_ip"]
+BadFailedResultReason = Literal["unreadable", "not_json", "bad_results", "bad_ip", "bad_estimator"]
 
 #: Why a failed result moved to ``failed-results/rejected/``: a bad file, its content refused by tix-api (S6), or a
 #: 5xx for it alone in 3 runs while the API accepted other results (H9).

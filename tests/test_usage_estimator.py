@@ -55,12 +55,15 @@ def test_default_estimator_posts_the_original_usage_and_both_shares(reports):
 
     assert payloads
     for payload in payloads:
+        assert ["timestamp", "version", "usageEstimator", "upUsage"] == list(payload)[:4]
+        assert "v2" == payload["usageEstimator"]
         assert ["asOwner", "upUsageQueueing", "downUsageQueueing"] == list(payload)[-3:]
         assert all(0.0 <= payload[key] <= 1.0 for key in ("upUsageQueueing", "downUsageQueueing"))
     assert payloads == dry_run_payloads(reports, "v2")
 
 
-def test_queueing_estimator_fills_the_usage_fields_and_changes_nothing_else(reports):
+def test_queueing_estimator_fills_the_usage_fields_names_itself_and_changes_nothing_else(reports):
+    """The payload says which quantity fills the usage fields: tix-api's history mixes them after a switch."""
     original = dry_run_payloads(reports, "v2")
 
     queueing = dry_run_payloads(reports, "QUEUEING")
@@ -68,8 +71,10 @@ def test_queueing_estimator_fills_the_usage_fields_and_changes_nothing_else(repo
     assert len(original) == len(queueing)
     for before, after in zip(original, queueing, strict=True):
         assert (after["upUsage"], after["downUsage"]) == (after["upUsageQueueing"], after["downUsageQueueing"])
-        assert {k: v for k, v in before.items() if not k.endswith("Usage")} == {
-            k: v for k, v in after.items() if not k.endswith("Usage")
+        assert ("v2", "queueing") == (before["usageEstimator"], after["usageEstimator"])
+        assert list(before) == list(after)
+        assert {k: v for k, v in before.items() if not k.endswith(("Usage", "Estimator"))} == {
+            k: v for k, v in after.items() if not k.endswith(("Usage", "Estimator"))
         }
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from processor.atomic import atomic_write_bytes, fsync_directory
+from processor.config import USAGE_ESTIMATORS, UsageEstimator
 from processor.delivery.payload import build_payload, encode_json
 from processor.errors import ApiError, ApiRejected, BadFailedResult
 from processor.logs import event_logger
 
 if TYPE_CHECKING:
-    from processor.config import UsageEstimator
     from processor.delivery.ip_to_as import Resolver
     from processor.delivery.tixapi import ApiClient
 
@@ -94,28 +94,30 @@ def check_results(results: Any) -> Mapping[str, Any]:
 
 
 def failed_result_document(
-    results: Mapping[str, Any], *, ip: str, asn: int | None, as_owner: str | None
+    results: Mapping[str, Any],
+    *,
+    ip: str,
+    asn: int | None,
+    as_owner: str | None,
+    usage_estimator: UsageEstimator = "v2",
 ) -> dict[str, Any]:
     """
-    ``{"results", "ip", "asn", "asOwner"}`` in that order (§6.1), then ``upUsageQueueing``/``downUsageQueueing``.
+    ``{"results", "ip", "asn", "asOwner"}`` in that order (§6.1), then ``usageEstimator`` and the queueing shares.
 
     ``results`` is the analysis's results dict as it is (plain numbers, keys in order, usage unclamped, each
-    direction's ``usage_queueing`` when known); the two queueing shares are repeated at the top level under their
-    payload names, so that the file carries every payload field.
+    direction's ``usage_queueing`` when known). ``usageEstimator`` is the estimator the window was analysed
+    under, which its re-send uses too; the two queueing shares are repeated at the top level under their payload
+    names, so that the file carries every payload field.
     """
     return {
         "results": results,
         "ip": ip,
         "asn": None if asn is None else int(asn),
         "asOwner": as_owner,
+        "usageEstimator": usage_estimator,
         "upUsageQueueing": results["upstream"].get("usage_queueing"),
         "downUsageQueueing": results["downstream"].get("usage_queueing"),
     }
-
-
-def failed_result_bytes(results: Mapping[str, Any], *, ip: str, asn: int | None, as_owner: str | None) -> bytes:
-    """The content of a failed-results file, UTF-8 JSON with the standard separators."""
-    return encode_json(failed_result_document(results, ip=ip, asn=asn, as_owner=as_owner))
 
 
 def ensure_failed_results_dir(installation_dir: Path) -> Path:
@@ -178,6 +180,7 @@ def write_failed_result(
     ip: str,
     asn: int | None,
     as_owner: str | None,
+    usage_estimator: UsageEstimator = "v2",
     fence: Callable[[], None] | None = None,
 ) -> StoredFailedResult:
     """
@@ -193,8 +196,8 @@ def write_failed_result(
         The installation's ``failed-results/`` directory; it must exist.
     results : mapping
         The results dict of analysis.md §7.7, usage unclamped.
-    ip, asn, as_owner
-        Client address and resolved AS, as in the payload.
+    ip, asn, as_owner, usage_estimator
+        Client address, resolved AS and usage estimator, as in the payload (the estimator is kept for the re-send).
     fence : callable, optional
         Called immediately before the file is created; raises when the installation lock is lost.
 
@@ -204,7 +207,7 @@ def write_failed_result(
         When the file cannot be written (disk full, I/O error); nothing is left behind.
     """
     directory = Path(directory)
-    document = failed_result_document(results, ip=ip, asn=asn, as_owner=as_owner)
+    document = failed_result_document(results, ip=ip, asn=asn, as_owner=as_owner, usage_estimator=usage_estimator)
     data = encode_json(document)
     timestamp = document["results"]["timestamp"]
     n = 0
@@ -267,6 +270,7 @@ class FailedResult:
     asn: int | None
     as_owner: str | None
     has_as: bool  #: False for files of the original, which had no ``asn``/``asOwner``: resolve again
+    usage_estimator: UsageEstimator = "v2"  #: the file's ``usageEstimator``; absent (older files) means ``v2``
 
 
 def load_failed_result(path: Path) -> FailedResult:
@@ -277,7 +281,8 @@ def load_failed_result(path: Path) -> FailedResult:
     ------
     BadFailedResult
         ``unreadable`` (I/O error, not a regular file, larger than 1 MiB), ``not_json`` (not UTF-8 JSON, or not an
-        object), ``bad_results`` (not the shape of analysis.md §7.7), ``bad_ip`` (``ip`` missing or not a string).
+        object), ``bad_results`` (not the shape of analysis.md §7.7), ``bad_ip`` (``ip`` missing or not a string),
+        ``bad_estimator`` (``usageEstimator`` present but neither ``v2`` nor ``queueing``).
     """
     path = Path(path)
     try:
@@ -313,7 +318,10 @@ def load_failed_result(path: Path) -> FailedResult:
     )
     if not has_as:
         asn, owner = None, None
-    return FailedResult(path=path, results=results, ip=ip, asn=asn, as_owner=owner, has_as=has_as)
+    estimator = document.get("usageEstimator", "v2")
+    if estimator not in USAGE_ESTIMATORS:
+        raise BadFailedResult(path, "bad_estimator", repr(estimator)[:100])
+    return FailedResult(path, results, ip, asn, owner, has_as, estimator)
 
 
 def _free_name(directory: Path, name: str) -> Path:
@@ -402,17 +410,17 @@ def resend_failed_results(
     resolver: Resolver | None = None,
     fence: Callable[[], None] | None = None,
     should_continue: Callable[[], bool] | None = None,
-    usage_estimator: UsageEstimator = "v2",
+    on_resent: Callable[[int], None] | None = None,
 ) -> ResendSummary:
     """
     Re-send the files of ``failed-results/``, oldest first (§6.2, D10, S6).
 
     For each file, while ``should_continue()`` is true: an unreadable or malformed file is moved to
-    ``rejected/``; otherwise its payload (usage clamped) is POSTed, resolving the AS first for files without
-    ``asn``/``asOwner``. Success → the file is deleted; content rejected (400, 409, 413, 422) → moved to
-    ``rejected/``; any other failure → the file is kept and the pass stops with ``api_unusable``, except a 5xx
-    after a file that did not get one: that file is kept in ``refused`` and the pass goes on with the next, so
-    that one result tix-api cannot take never blocks the ones after it (H9; two in a row mean an outage).
+    ``rejected/``; otherwise its payload (usage clamped, under the file's own ``usageEstimator``) is POSTed,
+    resolving the AS first for files without ``asn``/``asOwner``. Success → the file is deleted; content rejected
+    (400, 409, 413, 422) → moved to ``rejected/``; any other failure → the file is kept and the pass stops with
+    ``api_unusable``, except a 5xx after a file that did not get one: that file is kept in ``refused`` and the
+    pass goes on, so that one result tix-api cannot take never blocks the ones after it (H9; two in a row: outage).
 
     Parameters
     ----------
@@ -429,8 +437,8 @@ def resend_failed_results(
         lock is lost, and that exception propagates.
     should_continue : callable, optional
         Asked before each file; false stops the pass (the run's time budget, §3.5).
-    usage_estimator : {"v2", "queueing"}
-        What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``, see ``build_payload``).
+    on_resent : callable, optional
+        Called with the result timestamp of each file tix-api accepted, right after its deletion.
 
     Raises
     ------
@@ -461,7 +469,9 @@ def resend_failed_results(
         if not stored.has_as and resolver is not None:
             answer = resolver.resolve(stored.ip)
             asn, owner = answer.asn, answer.owner
-        payload = build_payload(stored.results, ip=stored.ip, asn=asn, as_owner=owner, usage_estimator=usage_estimator)
+        payload = build_payload(
+            stored.results, ip=stored.ip, asn=asn, as_owner=owner, usage_estimator=stored.usage_estimator
+        )
         try:
             posted = client.post(user_id, installation_id, payload, fence=fence)
         except ApiRejected as exc:
@@ -478,6 +488,8 @@ def resend_failed_results(
             return ResendSummary(resent, rejected, remaining, api_unusable=True, failure=exc, refused=tuple(refused))
         delete_failed_result(item.path, fence=fence)
         resent += 1
+        if on_resent is not None:
+            on_resent(int(stored.results["timestamp"]))
         run_log.info("failed result re-sent", file=item.path.name, timestamp=item.timestamp, status=posted.status)
     return ResendSummary(resent, rejected, len(refused), refused=tuple(refused))
 

@@ -32,7 +32,7 @@ def build_payload(
     usage_estimator: UsageEstimator = "v2",
 ) -> dict[str, Any]:
     """
-    The JSON object POSTed to tix-api, keys in the order of §5.2, then the two queueing shares.
+    The JSON object POSTed to tix-api: §5.2's keys with ``usageEstimator`` after ``version``, then the shares.
 
     Parameters
     ----------
@@ -46,15 +46,17 @@ def build_payload(
         The resolved AS (D13), or None.
     usage_estimator : {"v2", "queueing"}
         What fills ``upUsage``/``downUsage`` (``TIX_USAGE_ESTIMATOR``): ``v2`` the original usage clamped to
-        [0, 1] (D4); ``queueing`` the direction's ``usage_queueing``, or the clamped original usage when that is
-        null or absent (a failed-results file of the original or of an earlier version).
+        [0, 1] (D4); ``queueing`` both directions' ``usage_queueing``, or, when either is null or absent (a
+        degenerate window, a failed-results file of the original), the clamped original usage of both.
 
     Returns
     -------
     dict
-        ``timestamp, version, upUsage, upQuality, downUsage, downQuality, hurstUpRs, hurstUpWavelet, hurstDownRs,
-        hurstDownWavelet, ip, asn, asOwner, upUsageQueueing, downUsageQueueing``, as plain ints and floats. The
-        last two are always there: the queueing shares in [0, 1], or null when unknown (tix-api ignores them).
+        ``timestamp, version, usageEstimator, upUsage, upQuality, downUsage, downQuality, hurstUpRs,
+        hurstUpWavelet, hurstDownRs, hurstDownWavelet, ip, asn, asOwner, upUsageQueueing, downUsageQueueing``, as
+        plain ints and floats. ``usageEstimator`` names the estimate that fills the usage fields, so that tix-api's
+        history can tell the two quantities apart. The queueing shares are always there: in [0, 1], or null when
+        unknown (tix-api ignores fields it does not know).
 
     Raises
     ------
@@ -66,12 +68,14 @@ def build_payload(
     up, down = results["upstream"], results["downstream"]
     up_queueing, down_queueing = _queueing_usage(up), _queueing_usage(down)
     up_usage, down_usage = clamp_usage(up["usage"]), clamp_usage(down["usage"])
-    if usage_estimator == "queueing":
-        up_usage = up_usage if up_queueing is None else up_queueing
-        down_usage = down_usage if down_queueing is None else down_queueing
+    if usage_estimator == "queueing" and up_queueing is not None and down_queueing is not None:
+        up_usage, down_usage = up_queueing, down_queueing
+    else:  # one label for both fields: a null share turns the whole window back to the original estimate
+        usage_estimator = "v2"
     return {
         "timestamp": int(results["timestamp"]),
         "version": PAYLOAD_VERSION,
+        "usageEstimator": usage_estimator,
         "upUsage": up_usage,
         "upQuality": float(up["quality"]),
         "downUsage": down_usage,

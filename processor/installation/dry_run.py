@@ -7,7 +7,8 @@ from collections import Counter
 
 from processor.config import Config
 from processor.delivery.ip_to_as import Resolver
-from processor.installation.run import Budget, RunOutcome, RunSummary, checked_directory, io_error, log
+from processor.installation.budget import Budget
+from processor.installation.run import RunOutcome, RunSummary, checked_directory, io_error, log
 from processor.installation.state import read_state
 from processor.installation.window import (
     INVALID_REPORTS_DIR,

@@ -12,7 +12,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from processor.delivery.failed_results import (
 )
 from processor.delivery.strikes import strike_refused
 from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost
+from processor.installation.budget import Budget
 from processor.installation.entries import usable_entry
 from processor.installation.lock import STALE_PREFIX, LeaseLock
 from processor.installation.state import (
@@ -152,6 +153,7 @@ def run_installation(
     *,
     path_hint: str | Path | None = None,
     interrupts: tuple[type[BaseException], ...] = (),
+    stop_requested: Callable[[], bool] | None = None,
 ) -> RunSummary:
     """
     Process every complete window of one installation (windows spec §10, service spec §3.4); safe to run twice.
@@ -161,7 +163,8 @@ def run_installation(
     client without credentials backs every result up). ``user_id`` and ``installation_id`` must be canonical
     positive decimals (S7); ``path_hint``, the path the message carried, is only compared with the directory.
     ``interrupts`` stop the run in a controlled way (the task passes Celery's ``SoftTimeLimitExceeded``): the
-    started window's attempt count is restored and the outcome is ``interrupted``.
+    started window's attempt count is restored and the outcome is ``interrupted``. ``stop_requested`` (the task
+    passes its worker's shutdown) is asked where the budget is: once true, no further re-send or window starts.
 
     The summary's ``outcome`` is ``done``, or why the run ended early: ``busy`` (another holder, returned at
     once), ``invalid`` (bad ids or directory), ``lock_lost``, ``io_error``, ``write_failed`` (failed-results or
@@ -181,7 +184,7 @@ def run_installation(
     except OSError as exc:
         run_log.error("installation lock failed", error=exc)
         return RunSummary(user_id, installation_id, "io_error", detail=str(exc))
-    run = _Run(directory, lock, delivery, config, user_id, run_log)
+    run = _Run(directory, lock, delivery, config, user_id, run_log, stop_requested)
     outcome: RunOutcome = "done"
     detail = ""
     try:
@@ -220,28 +223,13 @@ def run_installation(
     )  # fmt: skip
 
 
-class Budget:
-    """The run's time budget (service spec §3.5): used once ``budget_s`` seconds have passed since it was made."""
-
-    def __init__(self, budget_s: float, run_log: EventLogger) -> None:
-        self.budget_s = budget_s
-        self.started = time.monotonic()
-        self.exhausted = False
-        self.log = run_log
-
-    def used(self) -> bool:
-        if not self.exhausted and time.monotonic() - self.started >= self.budget_s:
-            self.exhausted = True
-            self.log.info("installation budget used", budget_s=self.budget_s)
-        return self.exhausted
-
-
 class _Run:
     """What one run knows between its steps; every effect on the installation comes right after the lock's fence."""
 
     def __init__(
-        self, directory: Path, lock: LeaseLock, delivery: Delivery, config: Config, user_id: str, run_log: EventLogger
-    ) -> None:
+        self, directory: Path, lock: LeaseLock, delivery: Delivery, config: Config, user_id: str, run_log: EventLogger,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> None:  # fmt: skip
         self.directory = directory
         self.fence = lock.fence
         self.api = delivery.api
@@ -249,7 +237,7 @@ class _Run:
         self.usage_estimator: UsageEstimator = config.usage_estimator
         self.user_id, self.installation_id = user_id, directory.name
         self.log = run_log
-        self.budget = Budget(config.task_budget_s, run_log)
+        self.budget = Budget(config.task_budget_s, run_log, stop_requested)
         self.api_usable = delivery.api.has_credentials
         self.state = self.written = State()
         #: The attempt before and after this run started the current window, until the window is recorded.
@@ -340,7 +328,7 @@ class _Run:
                 resolver=self.resolver,
                 fence=self.fence,
                 should_continue=lambda: not self.budget.used(),
-                usage_estimator=self.usage_estimator,
+                on_resent=self.resent,
             )
         except OSError as exc:
             raise io_error(self.log, "re-sending failed results", exc) from None
@@ -349,6 +337,10 @@ class _Run:
         self.refused, self.delivered = outcome.refused, outcome.resent > 0
         if outcome.api_unusable:
             self.api_usable = False
+
+    def resent(self, timestamp: int) -> None:
+        """A re-sent result is a delivery too (``status``'s last delivery); written with the next state write."""
+        self.state = self.state.delivered(timestamp)
 
     def strike_refused(self) -> None:
         """H9: the results refused alone while this run delivered others get a strike; at 3 they are retired."""
@@ -432,6 +424,7 @@ class _Run:
                 ip=window.ip,
                 asn=analysis.as_info.asn,
                 as_owner=analysis.as_info.owner,
+                usage_estimator=analysis.payload["usageEstimator"],
                 fence=self.fence,
             )
         except OSError as exc:

@@ -109,6 +109,17 @@ class LastWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class LastDelivery:
+    """The last result tix-api accepted, a posted window or a re-sent failed result (``status``'s last delivery)."""
+
+    timestamp: int  #: its result timestamp, Unix seconds
+    delivered_at: str  #: ISO-8601 UTC time of tix-api's answer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"timestamp": self.timestamp, "delivered_at": self.delivered_at}
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """The window currently being processed and how many times it was started."""
 
@@ -123,6 +134,8 @@ class State:
     last_window: LastWindow | None = None
     attempt: Attempt | None = None
     counters: Counters = field(default_factory=Counters)
+    #: Not in windows spec §9.1: added after ``counters``; a file without it (older versions) reads as None.
+    last_delivery: LastDelivery | None = None
 
     def started(self, window_id: str) -> State:
         """The state after starting ``window_id`` once more: count + 1 for the same id, else 1."""
@@ -140,7 +153,14 @@ class State:
             counters = counters.plus_not_analysable(last_window.reason or "unknown")
         else:
             counters = counters.plus(**{last_window.outcome: 1})
-        return replace(self, last_window=last_window, attempt=None, counters=counters)
+        delivery = self.last_delivery
+        if last_window.outcome == "posted" and last_window.timestamp is not None:
+            delivery = LastDelivery(last_window.timestamp, last_window.finished_at)
+        return replace(self, last_window=last_window, attempt=None, counters=counters, last_delivery=delivery)
+
+    def delivered(self, timestamp: int, now_s: float | None = None) -> State:
+        """The state after tix-api accepted the result of ``timestamp`` at ``now_s`` (default now), e.g. a re-send."""
+        return replace(self, last_delivery=LastDelivery(timestamp, utc_now_iso(now_s)))
 
     def counted(self, **increments: int) -> State:
         """The state with integer counters increased."""
@@ -152,6 +172,7 @@ class State:
             "last_window": self.last_window.as_dict() if self.last_window is not None else None,
             "attempt": {"id": self.attempt.id, "count": self.attempt.count} if self.attempt is not None else None,
             "counters": self.counters.as_dict(),
+            "last_delivery": self.last_delivery.as_dict() if self.last_delivery is not None else None,
         }
         return (json.dumps(document, indent=1) + "\n").encode("utf-8")
 
@@ -170,6 +191,7 @@ class State:
             last_window=_last_window(document.get("last_window")),
             attempt=_attempt(document.get("attempt")),
             counters=_counters(document.get("counters")),
+            last_delivery=_last_delivery(document.get("last_delivery")),
         )
 
 
@@ -210,6 +232,14 @@ def _last_window(value: Any) -> LastWindow | None:
         timestamp=_get(value, "timestamp", int, optional=True),
         finished_at=_get(value, "finished_at", str),
     )
+
+
+def _last_delivery(value: Any) -> LastDelivery | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise StateFormatError("last_delivery: not an object")
+    return LastDelivery(timestamp=_get(value, "timestamp", int), delivered_at=_get(value, "delivered_at", str))
 
 
 def _attempt(value: Any) -> Attempt | None:

@@ -15,7 +15,7 @@ from processor.delivery.failed_results import (
     check_results,
     delete_failed_result,
     ensure_failed_results_dir,
-    failed_result_bytes,
+    failed_result_document,
     list_failed_results,
     load_failed_result,
     reject_failed_result,
@@ -58,10 +58,19 @@ def failed_dir(tmp_path: Path) -> Path:
 
 class TestContent:
     def test_keys_in_the_documented_order_with_unclamped_usage(self):
-        data = failed_result_bytes(results(), ip="200.40.1.2", asn=6057, as_owner="ANTEL, UY")
+        data = encode_json(failed_result_document(results(), ip="200.40.1.2", asn=6057, as_owner="ANTEL, UY"))
 
         document = json.loads(data)
-        assert list(document) == ["results", "ip", "asn", "asOwner", "upUsageQueueing", "downUsageQueueing"]
+        assert list(document) == [
+            "results",
+            "ip",
+            "asn",
+            "asOwner",
+            "usageEstimator",
+            "upUsageQueueing",
+            "downUsageQueueing",
+        ]
+        assert document["usageEstimator"] == "v2"
         assert list(document["results"]) == ["timestamp", "upstream", "downstream"]
         assert list(document["results"]["upstream"]) == ["usage", "quality", "hurst"]
         assert list(document["results"]["upstream"]["hurst"]) == ["wavelet", "rs"]
@@ -70,7 +79,9 @@ class TestContent:
         assert data.startswith(b'{"results": {"timestamp": 1700001139, "upstream": {"usage": 1.25, ')
 
     def test_queueing_shares_are_kept_after_the_original_keys(self):
-        data = failed_result_bytes(results_with_queueing(down=None), ip="200.40.1.2", asn=None, as_owner=None)
+        data = encode_json(
+            failed_result_document(results_with_queueing(down=None), ip="200.40.1.2", asn=None, as_owner=None)
+        )
 
         document = json.loads(data)
         assert list(document["results"]["upstream"]) == ["usage", "quality", "hurst", "usage_queueing"]
@@ -101,7 +112,9 @@ class TestWrite:
 
         assert stored.created is True
         assert stored.path == failed_dir / "failed-report-1700001139.json"
-        assert stored.path.read_bytes() == failed_result_bytes(results(), ip="200.40.1.2", asn=None, as_owner=None)
+        assert stored.path.read_bytes() == encode_json(
+            failed_result_document(results(), ip="200.40.1.2", asn=None, as_owner=None)
+        )
         assert stat.S_IMODE(stored.path.stat().st_mode) == 0o640
         assert names(failed_dir) == ["failed-report-1700001139.json"]
 
@@ -249,6 +262,17 @@ class TestLoad:
 
         assert loaded.results == results_with_queueing(up=None)
 
+    def test_reads_the_estimator_back_and_a_file_without_one_as_v2(self, failed_dir):
+        """A file of the original, or of a version before ``usageEstimator``, held the original usage."""
+        stored = write_failed_result(
+            failed_dir, results_with_queueing(), ip="200.40.1.2", asn=None, as_owner=None, usage_estimator="queueing"
+        )
+        old = failed_dir / "failed-report-1.json"
+        old.write_text(json.dumps({"results": results_with_queueing(), "ip": "200.40.1.2", "asn": None}))
+
+        assert "queueing" == load_failed_result(stored.path).usage_estimator
+        assert "v2" == load_failed_result(old).usage_estimator
+
     def test_file_of_the_original_has_no_as(self, failed_dir):
         path = failed_dir / "failed-report-1700001139.json"
         path.write_text(json.dumps({"results": results(), "ip": "200.40.1.2"}))
@@ -284,6 +308,8 @@ class TestLoad:
             (json.dumps({"results": results()}).encode(), "bad_ip"),
             (json.dumps({"results": results(), "ip": 16909060}).encode(), "bad_ip"),
             (json.dumps({"results": results_with_queueing(down=2.0), "ip": "1.2.3.4"}).encode(), "bad_results"),
+            (json.dumps({"results": results(), "ip": "1.2.3.4", "usageEstimator": "v3"}).encode(), "bad_estimator"),
+            (json.dumps({"results": results(), "ip": "1.2.3.4", "usageEstimator": None}).encode(), "bad_estimator"),
         ],
     )
     def test_bad_files_are_refused_with_a_reason(self, failed_dir, content, reason):
@@ -421,20 +447,39 @@ class TestResend:
         assert resolver.asked == ["200.40.1.2"]
         assert (posted["asn"], posted["asOwner"]) == (6057, "ANTEL, UY")
 
-    def test_queueing_shares_are_posted_and_fill_the_usage_with_the_queueing_estimator(self, failed_dir, fake_api):
-        write_failed_result(failed_dir, results_with_queueing(100), ip="200.40.1.2", asn=None, as_owner=None)
-        write_failed_result(failed_dir, results_with_queueing(200), ip="200.40.1.2", asn=None, as_owner=None)
+    def test_each_file_is_re_sent_under_the_estimator_it_was_written_with(self, failed_dir, fake_api):
+        """Files of the original or of earlier versions have no ``usageEstimator`` and are re-sent as ``v2``."""
+        for timestamp in (100, 200):
+            write_failed_result(
+                failed_dir,
+                results_with_queueing(timestamp),
+                ip="200.40.1.2",
+                asn=None,
+                as_owner=None,
+                usage_estimator="queueing",
+            )
         (failed_dir / "failed-report-300.json").write_text(json.dumps({"results": results(300), "ip": "200.40.1.2"}))
+        old = {"results": results_with_queueing(400), "ip": "200.40.1.2", "asn": None, "asOwner": None}
+        (failed_dir / "failed-report-400.json").write_text(json.dumps(old))
+        delivered: list[int] = []
 
-        summary = resend(failed_dir, client_for(fake_api), usage_estimator="queueing")
+        summary = resend(failed_dir, client_for(fake_api), on_resent=delivered.append)
 
         posted = [r["json"] for r in fake_api.accepted()]
-        assert summary.resent == 3
-        assert [(p["upUsage"], p["downUsage"]) for p in posted] == [(0.0625, 0.875), (0.0625, 0.875), (1.0, 0.25)]
+        assert summary.resent == 4
+        assert [100, 200, 300, 400] == delivered
+        assert [p["usageEstimator"] for p in posted] == ["queueing", "queueing", "v2", "v2"]
+        assert [(p["upUsage"], p["downUsage"]) for p in posted] == [
+            (0.0625, 0.875),
+            (0.0625, 0.875),
+            (1.0, 0.25),
+            (1.0, 0.25),
+        ]
         assert [(p["upUsageQueueing"], p["downUsageQueueing"]) for p in posted] == [
             (0.0625, 0.875),
             (0.0625, 0.875),
             (None, None),
+            (0.0625, 0.875),
         ]
 
     def test_default_estimator_posts_the_original_usage_beside_the_queueing_shares(self, failed_dir, fake_api):
@@ -443,7 +488,7 @@ class TestResend:
         resend(failed_dir, client_for(fake_api))
 
         (posted,) = [r["json"] for r in fake_api.accepted()]
-        assert (posted["upUsage"], posted["downUsage"]) == (1.0, 0.25)
+        assert (posted["upUsage"], posted["downUsage"], posted["usageEstimator"]) == (1.0, 0.25, "v2")
         assert (posted["upUsageQueueing"], posted["downUsageQueueing"]) == (0.0625, 0.875)
 
     def test_stored_as_is_reused_without_resolving(self, failed_dir, fake_api):

@@ -31,6 +31,7 @@ class TestPayload:
         assert list(payload()) == [
             "timestamp",
             "version",
+            "usageEstimator",
             "upUsage",
             "upQuality",
             "downUsage",
@@ -52,6 +53,7 @@ class TestPayload:
 
         assert body["timestamp"] == 1700001139
         assert body["version"] == "1.0.0"
+        assert body["usageEstimator"] == "v2"
         assert (body["upUsage"], body["downUsage"]) == (1.0, 0.0)
         assert (body["upQuality"], body["downQuality"]) == (0.75, 1.0)
         assert (body["hurstUpRs"], body["hurstUpWavelet"]) == (0.64612805, 0.81)
@@ -85,20 +87,33 @@ class TestPayload:
 
         assert (body["upUsage"], body["downUsage"]) == (0.0625, 0.875)
         assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (0.0625, 0.875)
+        assert (body["usageEstimator"], v2["usageEstimator"]) == ("queueing", "v2")
         assert list(body) == list(v2)
-        assert {k: v for k, v in body.items() if k not in ("upUsage", "downUsage")} == {
-            k: v for k, v in v2.items() if k not in ("upUsage", "downUsage")
+        assert {k: v for k, v in body.items() if k not in ("upUsage", "downUsage", "usageEstimator")} == {
+            k: v for k, v in v2.items() if k not in ("upUsage", "downUsage", "usageEstimator")
         }
 
-    def test_queueing_estimator_falls_back_to_the_clamped_original_usage_when_the_share_is_null(self):
+    def test_the_estimator_is_named_right_after_the_version(self):
+        """tix-api stores only the usages: the name tells a history which quantity they are."""
+        body = build_payload(
+            RESULTS_WITH_QUEUEING, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing"
+        )
+
+        assert encode_json(body).startswith(
+            b'{"timestamp": 1700001139, "version": "1.0.0", "usageEstimator": "queueing", '
+        )
+
+    def test_queueing_estimator_falls_back_to_the_clamped_original_usage_of_both_when_a_share_is_null(self):
+        """The label covers both usage fields, so a window with a null share is posted whole as ``v2``."""
         results = json.loads(json.dumps(RESULTS_WITH_QUEUEING))
         results["downstream"]["usage_queueing"] = None
 
         body = build_payload(results, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing")
         old = build_payload(RESULTS, ip="203.0.113.45", asn=None, as_owner=None, usage_estimator="queueing")
 
-        assert (body["upUsage"], body["downUsage"], body["downUsageQueueing"]) == (0.0625, 0.0, None)
-        assert (old["upUsage"], old["downUsage"]) == (1.0, 0.0)
+        assert (body["upUsage"], body["downUsage"], body["usageEstimator"]) == (1.0, 0.0, "v2")
+        assert (body["upUsageQueueing"], body["downUsageQueueing"]) == (0.0625, None)
+        assert (old["upUsage"], old["downUsage"], old["usageEstimator"]) == (1.0, 0.0, "v2")
 
     def test_unknown_usage_estimator_is_a_caller_error(self):
         with pytest.raises(ValueError, match="usage_estimator"):
@@ -124,7 +139,9 @@ class TestPayload:
 
         body = build_payload(results, ip="1.2.3.4", asn=None, as_owner=None)
 
-        assert encode_json(body).startswith(b'{"timestamp": 5, "version": "1.0.0", "upUsage": 0.5,')
+        assert encode_json(body).startswith(
+            b'{"timestamp": 5, "version": "1.0.0", "usageEstimator": "v2", "upUsage": 0.5,'
+        )
 
     @pytest.mark.parametrize(("usage", "clamped"), [(-0.5, 0.0), (0.0, 0.0), (0.25, 0.25), (1.0, 1.0), (7.0, 1.0)])
     def test_clamp_usage_keeps_zero_one(self, usage, clamped):

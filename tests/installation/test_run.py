@@ -10,6 +10,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from unittest import mock
 
@@ -154,14 +155,15 @@ def run(
     user=USER,
     installation=INSTALLATION,
     interrupts=(),
+    stop_requested=None,
     **changes,
 ):
     """One run of 7/12 with a deterministic analysis (the real one with ``analysis="real"``)."""
     arguments = (config(tree, **changes), user, installation, delivery(server))
     if analysis == "real":
-        return run_installation(*arguments, interrupts=interrupts)
+        return run_installation(*arguments, interrupts=interrupts, stop_requested=stop_requested)
     with mock.patch.object(window_module, "analyse", analysis or FakeAnalysis()):
-        return run_installation(*arguments, interrupts=interrupts)
+        return run_installation(*arguments, interrupts=interrupts, stop_requested=stop_requested)
 
 
 def posted_timestamps(server: FakeApi) -> list[int]:
@@ -316,24 +318,47 @@ class TestApiFailures:
         assert [] == tree.failed()
         assert 3 == tree.state().counters.resent
 
-    def test_backed_up_results_keep_the_queueing_shares_and_are_resent_with_the_chosen_estimator(self, tree, api):
+    def test_a_re_sent_result_is_recorded_as_the_last_delivery(self, tree, api):
+        """``status`` reads the last delivery from the state: a re-send after an outage is one, though the last
+        window recorded was backed up."""
         tree.add(1, 19)
         api.set_behaviour(status=503)
-        run(tree, api, FakeAnalysis(result=FakeQueueingResult))
+        run(tree, api)
+        outage = tree.state()
+        api.set_behaviour(None)
+
+        began = time.time()
+        summary = run(tree, api)
+        state = tree.state()
+
+        assert (1, 0) == (summary.resent, len(summary.windows))
+        assert (None, "backed_up") == (outage.last_delivery, outage.last_window.outcome)
+        assert "backed_up" == state.last_window.outcome
+        assert T1 + 60 * 19 - 1 == state.last_delivery.timestamp
+        assert began <= datetime.fromisoformat(state.last_delivery.delivered_at).timestamp() <= time.time()
+
+    def test_backed_up_results_keep_the_queueing_shares_and_are_resent_under_the_estimator_they_had(self, tree, api):
+        """A result backed up under ``queueing`` is re-sent as ``queueing`` after a switch back to ``v2``: each
+        payload names the quantity it carries, whatever the estimator is when it finally reaches tix-api."""
+        tree.add(1, 19)
+        api.set_behaviour(status=503)
+        run(tree, api, FakeAnalysis(result=FakeQueueingResult), usage_estimator="queueing")
         [backed_up] = tree.failed()
         stored = json.loads((tree.directory / "failed-results" / backed_up).read_text())
         api.set_behaviour(None)
 
-        summary = run(tree, api, FakeAnalysis(result=FakeQueueingResult), usage_estimator="queueing")
+        summary = run(tree, api, FakeAnalysis(result=FakeQueueingResult), usage_estimator="v2")
 
         assert (0.75, 0.5) == (
             stored["results"]["upstream"]["usage_queueing"],
             stored["results"]["downstream"]["usage_queueing"],
         )
         assert 0.25 == stored["results"]["upstream"]["usage"]
+        assert "queueing" == stored["usageEstimator"]
         assert 1 == summary.resent
         [payload] = [record["json"] for record in api.accepted()]
-        assert (0.75, 0.5, 0.75, 0.5) == (
+        assert ("queueing", 0.75, 0.5, 0.75, 0.5) == (
+            payload["usageEstimator"],
             payload["upUsage"],
             payload["downUsage"],
             payload["upUsageQueueing"],
@@ -819,6 +844,44 @@ class TestBudgetAndDryRun:
         assert 2 == len(summary.windows)
         assert summary.budget_exhausted
         assert names(19, 40) == tree.reports()
+
+    def test_a_worker_shutdown_stops_the_run_between_two_windows_and_the_next_run_goes_on(self, tree, api, caplog):
+        """The shutdown comes while the first window is analysed: that window is finished (posted, recorded,
+        disposed), no other starts, and the next run posts the rest: no window lost or posted twice."""
+        tree.add(1, 40)
+        analysis = FakeAnalysis()
+        shutting_down = []
+
+        def shutdown_during(window_observations):
+            shutting_down.append(True)
+            return analysis(window_observations)
+
+        with caplog.at_level(logging.INFO, logger="processor.installation"):
+            stopped = run(tree, api, shutdown_during, stop_requested=lambda: bool(shutting_down))
+        state = tree.state()
+        after_stop = tree.reports()
+        rest = run(tree, api)
+
+        assert ("done", 1, True) == (stopped.outcome, len(stopped.windows), stopped.budget_exhausted)
+        assert 1 == len(events(caplog, "installation run stopped for shutdown"))
+        assert (None, "posted") == (state.attempt, state.last_window.outcome)
+        assert tuple(names(1, 9)) == state.last_window.dispose
+        assert names(10, 40) == after_stop
+        assert 2 == len(rest.windows)
+        assert [T1 + 60 * k - 1 for k in (19, 28, 37)] == posted_timestamps(api)
+
+    def test_a_worker_shutting_down_before_the_run_re_sends_nothing_and_starts_no_window(self, tree, api):
+        tree.add(1, 40)
+        api.set_behaviour(status=503)
+        run(tree, api)
+        api.set_behaviour(None)
+        before = (tree.reports(), tree.failed())
+
+        summary = run(tree, api, stop_requested=lambda: True)
+
+        assert ("done", 0, 0) == (summary.outcome, summary.resent, len(summary.windows))
+        assert before == (tree.reports(), tree.failed())
+        assert [] == api.accepted()
 
     def test_dry_run_changes_nothing_and_posts_nothing(self, tree, api):
         tree.add(1, 40)

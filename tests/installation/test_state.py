@@ -12,6 +12,7 @@ from processor.installation.state import (
     STATE_NAME,
     Attempt,
     Counters,
+    LastDelivery,
     LastWindow,
     State,
     StateFormatError,
@@ -57,7 +58,8 @@ class TestReadState:
         document = json.loads((tmp_path / STATE_NAME).read_text("utf-8"))
 
         assert 0o640 == stat.S_IMODE((tmp_path / STATE_NAME).stat().st_mode)
-        assert ["format", "last_window", "attempt", "counters"] == list(document)
+        assert ["format", "last_window", "attempt", "counters", "last_delivery"] == list(document)
+        assert document["last_delivery"] is None
         assert 1 == document["format"]
         assert {"id": "ef" * 32, "count": 1} == document["attempt"]
         assert {
@@ -97,9 +99,20 @@ class TestReadState:
             b'{"format": 1, "last_window": {"id": 3}, "attempt": null, "counters": {}}',
             b'{"format": 1, "last_window": null, "attempt": {"id": "x", "count": "1"}, "counters": {}}',
             b'{"format": 1, "last_window": null, "attempt": null, "counters": {"posted": true}}',
+            b'{"format": 1, "last_window": null, "attempt": null, "counters": {}, "last_delivery": {"timestamp": 1}}',
             b"\xff\xfe",
         ],
-        ids=["empty", "not-json", "array", "format-2", "bad-window", "bad-count", "bool-counter", "not-utf8"],
+        ids=[
+            "empty",
+            "not-json",
+            "array",
+            "format-2",
+            "bad-window",
+            "bad-count",
+            "bool-counter",
+            "bad-delivery",
+            "not-utf8",
+        ],
     )
     def test_a_corrupt_file_is_set_aside_and_a_fresh_state_used(self, tmp_path, caplog, content):
         (tmp_path / STATE_NAME).write_bytes(content)
@@ -199,3 +212,34 @@ class TestTransitions:
     def test_unknown_counters_are_refused(self):
         with pytest.raises(TypeError, match="unknown counters"):
             State().counted(lost=1)
+
+
+class TestLastDelivery:
+    """The last result tix-api accepted, for ``status``: a posted window or a re-sent failed result."""
+
+    def test_a_posted_window_is_the_last_delivery(self):
+        state = State().recorded(last_window())
+
+        assert LastDelivery(1_700_001_139, "2023-11-14T22:32:19+00:00") == state.last_delivery
+
+    @pytest.mark.parametrize("outcome", ["backed_up", "not_analysable"])
+    def test_a_window_not_posted_keeps_the_last_delivery(self, outcome):
+        before = State().recorded(last_window())
+
+        after = before.recorded(last_window(id="cd" * 32, outcome=outcome, reason=None, timestamp=1_700_002_000))
+
+        assert before.last_delivery == after.last_delivery
+
+    def test_a_re_sent_result_is_a_delivery_at_the_time_tix_api_accepted_it(self, tmp_path):
+        state = State().recorded(last_window(outcome="backed_up")).delivered(1_700_000_539, now_s=1_700_003_000.0)
+        write_state(tmp_path, state)
+
+        document = json.loads((tmp_path / STATE_NAME).read_text("utf-8"))
+
+        assert {"timestamp": 1_700_000_539, "delivered_at": "2023-11-14T23:03:20+00:00"} == document["last_delivery"]
+        assert state == read_state(tmp_path)
+
+    def test_a_file_written_before_last_delivery_existed_reads_as_none(self, tmp_path):
+        (tmp_path / STATE_NAME).write_bytes(b'{"format": 1, "last_window": null, "attempt": null, "counters": {}}')
+
+        assert None is read_state(tmp_path).last_delivery
