@@ -411,6 +411,7 @@ def resend_failed_results(
     fence: Callable[[], None] | None = None,
     should_continue: Callable[[], bool] | None = None,
     on_resent: Callable[[int], None] | None = None,
+    retry_until: float | None = None,
 ) -> ResendSummary:
     """
     Re-send the files of ``failed-results/``, oldest first (§6.2, D10, S6).
@@ -421,6 +422,7 @@ def resend_failed_results(
     (400, 409, 413, 422) → moved to ``rejected/``; any other failure → the file is kept and the pass stops with
     ``api_unusable``, except a 5xx after a file that did not get one: that file is kept in ``refused`` and the
     pass goes on, so that one result tix-api cannot take never blocks the ones after it (H9; two in a row: outage).
+    ``OSError`` when a file cannot be deleted or moved propagates (the run ends with an I/O error).
 
     Parameters
     ----------
@@ -439,11 +441,8 @@ def resend_failed_results(
         Asked before each file; false stops the pass (the run's time budget, §3.5).
     on_resent : callable, optional
         Called with the result timestamp of each file tix-api accepted, right after its deletion.
-
-    Raises
-    ------
-    OSError
-        When a file cannot be deleted or moved (the run ends with an I/O error).
+    retry_until : float, optional
+        ``time.monotonic()`` seconds after which no POST retry starts (the end of the run's budget, H3).
     """
     files = list_failed_results(directory)
     if not files:
@@ -473,7 +472,7 @@ def resend_failed_results(
             stored.results, ip=stored.ip, asn=asn, as_owner=owner, usage_estimator=stored.usage_estimator
         )
         try:
-            posted = client.post(user_id, installation_id, payload, fence=fence)
+            posted = client.post(user_id, installation_id, payload, fence=fence, retry_until=retry_until)
         except ApiRejected as exc:
             reject_failed_result(item.path, fence=fence)
             rejected += 1

@@ -222,12 +222,14 @@ class ApiClient:
         payload: Mapping[str, Any],
         *,
         fence: Callable[[], None] | None = None,
+        retry_until: float | None = None,
     ) -> PostResult:
         """
         POST one payload (§5.2) and classify the outcome (§5.3); returns on 200, 201 or 204.
 
         ``fence`` is called immediately before every attempt: it raises when the installation lock is lost, which
-        stops the POST without sending (windows.md §8).
+        stops the POST without sending (windows.md §8). No retry starts after ``retry_until`` (``time.monotonic``
+        seconds: the end of the run's budget), so a run ends within its budget plus one attempt's deadline (H3).
 
         Raises
         ------
@@ -256,6 +258,8 @@ class ApiClient:
             else:
                 error = None if answer.status in SUCCESS_STATUSES else _failure(answer, url)
             if error is None or error.reason not in ("connect_failed", "server_error") or attempt == self.max_attempts:
+                break
+            if retry_until is not None and time.monotonic() >= retry_until:
                 break
             detail: dict[str, Any] = (
                 {"status": error.status} if answer is not None else {"error": type(error.__cause__).__name__}

@@ -329,6 +329,7 @@ class _Run:
                 fence=self.fence,
                 should_continue=lambda: not self.budget.used(),
                 on_resent=self.resent,
+                retry_until=self.budget.started + self.budget.budget_s,
             )
         except OSError as exc:
             raise io_error(self.log, "re-sending failed results", exc) from None
@@ -410,7 +411,13 @@ class _Run:
         assert analysis.payload is not None and analysis.results is not None
         if self.api_usable:
             try:
-                answer = self.api.post(self.user_id, self.installation_id, analysis.payload, fence=self.fence)
+                answer = self.api.post(
+                    self.user_id,
+                    self.installation_id,
+                    analysis.payload,
+                    fence=self.fence,
+                    retry_until=self.budget.started + self.budget.budget_s,  # H3: budget plus one attempt at most
+                )
             except ApiError as exc:
                 if isinstance(exc, ApiUnavailable):
                     self.api_usable = False  # S6: further windows of this run go straight to failed-results

@@ -8,7 +8,12 @@ and the headers. ``TIX_API_TIMEOUT`` is 2 s in every cycle.
 from __future__ import annotations
 
 import json
+import time
 
+import pytest
+
+from processor.delivery.tixapi import ApiClient
+from processor.errors import ApiUnavailable
 from tests.hostile.rig import failed_result
 from tests.hostile.servers import Answer, HostileApi
 
@@ -57,6 +62,17 @@ class TestAnswerDeadline:
         assert {"1/1": 0, "2/2": 0, "3/3": 0} == backed_up(rig)
         assert cycle.max_rss_kib < 512 * 1024  # far below the 4 GiB body
         assert cycle.elapsed_s < STARTUP_S + 3 * TIMEOUT_S
+
+    @pytest.mark.parametrize(("budget_left_s", "attempts"), [(0.0, 1), (60.0, 3)])
+    def test_no_retry_starts_once_the_run_budget_is_used(self, budget_left_s, attempts):
+        """H3: a run ends within its budget plus one attempt's deadline, not plus three attempts and their waits."""
+        with HostileApi(lambda request: Answer(503, b"busy")) as api:
+            client = ApiClient(f"http://127.0.0.1:{api.port}", user="admin", password="secret", timeout_s=TIMEOUT_S,
+                               backoff_s=(0.1, 0.1), jitter_s=0.0)  # fmt: skip
+            with pytest.raises(ApiUnavailable):
+                client.post("1", "1", {"timestamp": 1}, retry_until=time.monotonic() + budget_left_s)
+
+        assert attempts == len(api.requests())
 
 
 class TestServerErrors:
