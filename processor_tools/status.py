@@ -17,8 +17,9 @@ Design choices (documented for the operator):
 * A lock is *stale* when a worker may take it over now (windows spec §8): its holder names this host and its
   process no longer exists, or its expiry is more than the 30 s of allowed clock skew past. A lock whose content
   cannot be parsed expires at its mtime plus the default lease of 120 s (``TIX_LOCK_LEASE_SECONDS`` is not read).
-* The state file only remembers the last window: the last *delivery* is known only while that window's outcome is
-  ``posted``. The last window's age is reported for every outcome.
+* The last *delivery* is the last result tix-api accepted, a posted window or a re-sent failed result, as the
+  run records it in the state file (``last_delivery``). For a state file written before that key existed it is
+  the last window while its outcome is ``posted``. The last window's age is reported for every outcome.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ from processor.config import reports_base_path
 from processor.delivery.failed_results import FAILED_RESULTS_DIR, REJECTED_DIR, list_failed_results
 from processor.errors import UnusableReport
 from processor.installation.lock import LockState, lock_state
-from processor.installation.state import LastWindow, State, StateFormatError, load_state
+from processor.installation.state import LastDelivery, LastWindow, State, StateFormatError, load_state
 from processor.installation.window import INVALID_REPORTS_DIR
 from processor.reports.files import is_young, read_report, report_candidates
 from processor.reports.tree import InstallationDir, installation_dirs
 from processor.reports.windows import Candidate, iter_windows, load_candidates
+from processor_tools import status_output
 from processor_tools.status_output import lock_json, render_json, render_prometheus, render_table, write_textfile
 
 EXIT_OK = 0  #: The status was printed (or written to ``--textfile``).
@@ -140,6 +142,7 @@ class InstallationStatus:
     invalid_reports: int
     state: StateCondition
     last_window: LastWindow | None
+    last_delivery: LastDelivery | None  #: the last result tix-api accepted: a posted window or a re-send
     attempt_count: int | None  #: count of the state's current attempt, if any
     counters: dict[str, Any] | None
     lock: LockState | None  #: None when there is no lock file
@@ -152,10 +155,8 @@ class InstallationStatus:
 
     @property
     def last_delivery_at_s(self) -> float | None:
-        """Unix seconds of the last posted window, known only while the last window was posted."""
-        if self.last_window is None or self.last_window.outcome != "posted":
-            return None
-        return self.last_window_at_s
+        """Unix seconds of the last delivery, None when none is known or its time does not parse."""
+        return None if self.last_delivery is None else parse_iso_s(self.last_delivery.delivered_at)
 
     def as_dict(self, now_s: float) -> dict[str, Any]:
         """The JSON object of this installation."""
@@ -169,13 +170,12 @@ class InstallationStatus:
                 "age_s": _age(now_s, self.last_window_at_s),
                 "files": len(self.last_window.files),
             }
-        delivery_s = self.last_delivery_at_s
         last_delivery = None
-        if delivery_s is not None and self.last_window is not None:
+        if self.last_delivery is not None:
             last_delivery = {
-                "finished_at": self.last_window.finished_at,
-                "timestamp": self.last_window.timestamp,
-                "age_s": _age(now_s, delivery_s),
+                "finished_at": self.last_delivery.delivered_at,
+                "timestamp": self.last_delivery.timestamp,
+                "age_s": _age(now_s, self.last_delivery_at_s),
             }
         return {
             "user": self.user,
@@ -223,6 +223,18 @@ def _io_error(exc: OSError) -> str:
     """``<file name>: <reason>`` of an I/O error (the reason alone when no file is named)."""
     reason = exc.strerror or str(exc)
     return f"{Path(exc.filename).name}: {reason}" if exc.filename else reason
+
+
+def last_delivery(state: State | None) -> LastDelivery | None:
+    """The state's last delivery; for a state file written before it was kept, the last window if it was posted."""
+    if state is None:
+        return None
+    if state.last_delivery is not None:
+        return state.last_delivery
+    last = state.last_window
+    if last is None or last.outcome != "posted" or last.timestamp is None:
+        return None
+    return LastDelivery(last.timestamp, last.finished_at)
 
 
 def installation_status(installation: InstallationDir, *, now_s: float, host: str | None = None) -> InstallationStatus:
@@ -321,6 +333,7 @@ def installation_status(installation: InstallationDir, *, now_s: float, host: st
         invalid_reports=count_invalid_reports(directory),
         state=condition,
         last_window=state.last_window if state is not None else None,
+        last_delivery=last_delivery(state),
         attempt_count=state.attempt.count if state is not None and state.attempt is not None else None,
         counters=state.counters.as_dict() if state is not None else None,
         lock=lock,
@@ -353,7 +366,7 @@ class TreeStatus:
         return sum(getattr(item, attribute) for item in self.installations)
 
     def latest_delivery(self) -> InstallationStatus | None:
-        """The installation whose last posted window is the most recent, None when no delivery is known."""
+        """The installation whose last delivery is the most recent, None when no delivery is known."""
         known = [item for item in self.installations if item.last_delivery_at_s is not None]
         return max(known, key=lambda item: item.last_delivery_at_s or 0.0) if known else None
 
@@ -361,12 +374,12 @@ class TreeStatus:
         """The ``summary`` object of the JSON document."""
         latest = self.latest_delivery()
         last_delivery = None
-        if latest is not None and latest.last_window is not None:
+        if latest is not None and latest.last_delivery is not None:
             last_delivery = {
                 "user": latest.user,
                 "installation": latest.installation,
-                "finished_at": latest.last_window.finished_at,
-                "timestamp": latest.last_window.timestamp,
+                "finished_at": latest.last_delivery.delivered_at,
+                "timestamp": latest.last_delivery.timestamp,
                 "age_s": _age(self.now_s, latest.last_delivery_at_s),
             }
         return {
@@ -429,7 +442,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     if parser.epilog is None:
         parser.epilog = (
-            "examples:\n"
+            f"{status_output.columns_help()}\n\nexamples:\n"
             "  python -m processor status\n"
             "  python -m processor status --reports /srv/tix/reports --json | jq .summary\n"
             "  python -m processor status --textfile /var/lib/node_exporter/textfile/tix.prom"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,13 +33,47 @@ INSTALLATION_GAUGES = (
     ("failed_results", "Failed results waiting to be re-sent."),
     ("rejected_results", "Failed results the API rejected (failed-results/rejected)."),
     ("invalid_reports", "Entries of invalid-reports (unusable or quarantined report files)."),
-    ("last_delivery_age_seconds", "Seconds since the last window was posted (absent if unknown)."),
-    ("last_delivery_result_timestamp_seconds", "Result timestamp of the last posted window, Unix s."),
+    (
+        "last_delivery_age_seconds",
+        "Seconds since tix-api last accepted a result, posted or re-sent (absent if unknown).",
+    ),
+    ("last_delivery_result_timestamp_seconds", "Result timestamp of the last result tix-api accepted, Unix s."),
     ("last_window_age_seconds", "Seconds since the last window was recorded, whatever its outcome."),
     ("state_corrupt", "1 when the state file cannot be parsed (the next run sets it aside)."),
     ("lock_held", "1 when a lock file names a holder that is not stale, else 0."),
     ("lock_stale", "1 when the lock file is expired or its holder process is gone, else 0."),
 )
+
+#: Counter families per installation, from the state file's counters (labels: the one named here, if any, then
+#: ``user`` and ``installation``): name without the prefix, help text, label.
+COUNTER_FAMILIES = (
+    ("windows_total", "Windows recorded as done since the state file was created, by outcome.", "outcome"),
+    ("not_analysable_windows_total", "Not-analysable windows since the state file was created, by reason.", "reason"),
+    ("resent_total", "Failed results tix-api accepted on a re-send since the state file was created.", None),
+    ("rejected_total", "Failed results moved to failed-results/rejected since the state file was created.", None),
+    (
+        "unusable_reports_moved_total",
+        "Unusable report files moved to invalid-reports since the state file was created.",
+        None,
+    ),
+    (
+        "discarded_reports_total",
+        "Report files deleted by the gap and IP-change rules since the state file was created, by reason.",
+        "reason",
+    ),
+)
+
+#: Each integer counter of the state file (the JSON's ``counters``): its family and the value of that family's
+#: label. ``not_analysable``, by reason, goes to ``not_analysable_windows_total`` and, summed, to ``windows_total``.
+STATE_COUNTERS: dict[str, tuple[str, str | None]] = {
+    "posted": ("windows_total", "posted"),
+    "backed_up": ("windows_total", "backed_up"),
+    "resent": ("resent_total", None),
+    "rejected": ("rejected_total", None),
+    "invalid_reports": ("unusable_reports_moved_total", None),
+    "discarded_gap": ("discarded_reports_total", "gap"),
+    "discarded_ip_change": ("discarded_reports_total", "ip_change"),
+}
 
 #: Tree totals, one gauge ``tix_processor_tree_<key>`` each: key of the JSON summary, help text.
 TREE_TOTALS = (
@@ -100,7 +135,35 @@ def _readiness_cell(item: InstallationStatus) -> str:
     return item.readiness
 
 
-TABLE_HEADER = ("USER", "INST", "NEXT", "FILES", "OBS", "WIN", "QUAR", "FAILED", "INVALID", "LAST WINDOW", "LOCK")
+#: The table's columns and what each shows (``status --help`` prints them).
+TABLE_COLUMNS = (
+    ("USER", "user id"),
+    ("INST", "installation id"),
+    ("NEXT", "the next window: ready (with its attempt count once started before), waiting for reports,"
+     " blocked_young (a young unusable file ends the scan) or error [why]"),
+    ("FILES", "report files waiting (those of the last window still to remove left out)"),
+    ("OBS", "observation records in the usable ones"),
+    ("WIN", "complete windows one run would process now, in a row (time budget ignored)"),
+    ("QUAR", "old unusable report files that run would move to invalid-reports/"),
+    ("FAILED", "failed results waiting to be re-sent (failed-results/)"),
+    ("INVALID", "entries of invalid-reports/ (unusable or quarantined report files)"),
+    ("LAST WINDOW", "outcome (reason) and age of the last window recorded in the state file"),
+    ("LOCK", "host:pid of the lock holder, 'stale' when a worker may take it over now; - when unlocked"),
+)  # fmt: skip
+TABLE_HEADER = tuple(title for title, _meaning in TABLE_COLUMNS)
+
+
+def columns_help(width: int = 110) -> str:
+    """The table's columns and their meaning, as ``status --help`` shows them, wrapped at ``width`` characters."""
+    indent = max(len(title) for title in TABLE_HEADER) + 4
+    lines = ["columns of the table:"]
+    for title, meaning in TABLE_COLUMNS:
+        lines += textwrap.wrap(
+            meaning, width, initial_indent=f"  {title:<{indent - 4}}  ", subsequent_indent=" " * indent
+        )
+    return "\n".join(lines)
+
+
 #: Columns aligned to the right (numbers).
 _RIGHT = frozenset({"USER", "INST", "FILES", "OBS", "WIN", "QUAR", "FAILED", "INVALID"})
 
@@ -129,13 +192,8 @@ def summary_line(status: TreeStatus) -> str:
 
 
 def render_table(status: TreeStatus, *, tty: bool = False) -> str:
-    """
-    A plain-text table, one row per installation, then the summary line; ``tty`` makes the header bold.
-
-    Columns: NEXT is the readiness of the next window, WIN the windows one run would process, QUAR the old
-    unusable files it would quarantine, FAILED the failed results waiting to be re-sent, INVALID the entries of
-    ``invalid-reports/``, LAST WINDOW the outcome and age of the last recorded window, LOCK the holder.
-    """
+    """A plain-text table of :data:`TABLE_COLUMNS`, one row per installation, then the summary line; ``tty`` makes
+    the header bold."""
     rows = [
         (
             str(item.user),
@@ -212,8 +270,8 @@ def _installation_values(item: InstallationStatus, now_s: float) -> dict[str, fl
     delivery_s = item.last_delivery_at_s
     if delivery_s is not None:
         values["last_delivery_age_seconds"] = round(now_s - delivery_s, 3)
-        if item.last_window is not None and item.last_window.timestamp is not None:
-            values["last_delivery_result_timestamp_seconds"] = item.last_window.timestamp
+    if item.last_delivery is not None:
+        values["last_delivery_result_timestamp_seconds"] = item.last_delivery.timestamp
     window_s = item.last_window_at_s
     if window_s is not None:
         values["last_window_age_seconds"] = round(now_s - window_s, 3)
@@ -239,21 +297,24 @@ class StatusCollector(Collector):
             name: GaugeMetricFamily(METRIC_PREFIX + name, help_text, labels=labels)
             for name, help_text in INSTALLATION_GAUGES
         }
-        windows = CounterMetricFamily(
-            METRIC_PREFIX + "windows_total",
-            "Windows recorded as done since the state file was created, by outcome.",
-            labels=["outcome", *labels],
-        )
+        counters = {
+            name: CounterMetricFamily(METRIC_PREFIX + name, help_text, labels=[label, *labels] if label else labels)
+            for name, help_text, label in COUNTER_FAMILIES
+        }
         for item in status.installations:
             key = [str(item.user), str(item.installation)]
             for name, value in _installation_values(item, status.now_s).items():
                 gauges[name].add_metric(key, value)
-            if item.counters is not None:
-                windows.add_metric(["posted", *key], item.counters["posted"])
-                windows.add_metric(["backed_up", *key], item.counters["backed_up"])
-                windows.add_metric(["not_analysable", *key], sum(item.counters["not_analysable"].values()))
+            if item.counters is None:
+                continue
+            for counter, (family, label_value) in STATE_COUNTERS.items():
+                counters[family].add_metric([label_value, *key] if label_value else key, item.counters[counter])
+            reasons = item.counters["not_analysable"]
+            counters["windows_total"].add_metric(["not_analysable", *key], sum(reasons.values()))
+            for reason, count in sorted(reasons.items()):
+                counters["not_analysable_windows_total"].add_metric([reason, *key], count)
         yield from gauges.values()
-        yield windows
+        yield from counters.values()
 
         summary = status.summary()
         installations = GaugeMetricFamily(

@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from processor.config import reports_base_path
+from processor.config import Config, reports_base_path
+from processor.delivery import Delivery
+from processor.delivery.ip_to_as import Resolver
+from processor.delivery.tixapi import ApiClient
 from processor.errors import InstallationBusy
 from processor.installation.lock import LOCK_NAME, Holder, LeaseLock
-from processor.installation.state import STATE_NAME, Attempt, Counters, LastWindow, State, write_state
+from processor.installation.run import run_installation
+from processor.installation.state import (
+    STATE_NAME,
+    Attempt,
+    Counters,
+    LastDelivery,
+    LastWindow,
+    State,
+    write_state,
+)
 from processor.observations import observations
 from processor.reports.files import read_report, report_candidates, write_report
 from processor.reports.tree import InstallationDir
 from processor.reports.windows import select_window
 from processor_tools import status, status_output
 from processor_tools.simulate import simulate_tree
+from tests.fake_api import FakeApi
 
 #: A fixed "now" for tests that do not depend on file ages (Unix seconds, 2024-01-01 00:00:00 UTC).
 NOW_S = 1_704_067_200.0
@@ -501,8 +516,55 @@ class TestLastDelivery:
         )
         assert 300.0 == document["summary"]["last_delivery"]["age_s"]
 
-    def test_a_backed_up_last_window_has_no_known_delivery(self, tmp_path):
-        """The state file remembers only the last window; its age is still reported."""
+    def test_a_result_re_sent_after_an_outage_is_the_last_delivery(self, tmp_path):
+        """The last window was backed up during the outage, but tix-api accepted its result on a later run's re-send:
+        the delivery is known, so an alert on its age does not fire."""
+        base, summary = fresh_tree(tmp_path, installations=1)
+        resent = LastDelivery(1_704_066_000, "2024-01-01T00:05:00+00:00")
+        state = State(last_window=last_window(outcome="backed_up"), counters=Counters(resent=1), last_delivery=resent)
+        write_state(directory_of(summary).path, state)
+
+        tree = status.tree_status(base, now_s=NOW_S + 600)
+        families = parse_prometheus(status_output.render_prometheus(tree))
+
+        (item,) = tree.as_dict()["installations"]
+        assert {"finished_at": "2024-01-01T00:05:00+00:00", "timestamp": 1_704_066_000, "age_s": 300.0} == item[
+            "last_delivery"
+        ]
+        assert ("backed_up", 600.0) == (item["last_window"]["outcome"], item["last_window"]["age_s"])
+        assert [300.0] == list(per_installation(families, "last_delivery_age_seconds").values())
+        assert [1_704_066_000.0] == list(per_installation(families, "last_delivery_result_timestamp_seconds").values())
+        assert [1.0] == list(per_installation(families, "resent_total").values())
+        assert 300.0 == families["tix_processor_tree_last_delivery_age_seconds"]["samples"][frozenset()]
+        assert "last delivery 5m00s ago" in status_output.summary_line(tree)
+
+    def test_a_real_run_s_re_send_after_an_outage_makes_the_delivery_known(self, tmp_path):
+        """The service's own run against a stand-in tix-api: down for the first run (the window is backed up),
+        back for the second, whose re-send is the only delivery."""
+        base, summary = fresh_tree(tmp_path, installations=1, minutes=25)
+        detail = summary.detail[0]
+        config = dataclasses.replace(Config.from_env({}), reports_base_path=base)
+        with FakeApi(admin_user="admin", admin_password="secret") as api:
+            client = ApiClient(api.base_url, user="admin", password="secret", timeout_s=5, backoff_s=(0.0, 0.0))
+            delivery = Delivery(api=client, resolver=Resolver(None))
+            api.set_behaviour(status=503)
+            run_installation(config, str(detail.user_id), str(detail.installation_id), delivery)
+            during = status.tree_status(base).as_dict()["installations"][0]
+            api.set_behaviour(None)
+            resent = run_installation(config, str(detail.user_id), str(detail.installation_id), delivery)
+            accepted = [record["json"]["timestamp"] for record in api.accepted()]
+        tree = status.tree_status(base)
+        families = parse_prometheus(status_output.render_prometheus(tree))
+
+        (item,) = tree.as_dict()["installations"]
+        assert (None, "backed_up", 1) == (during["last_delivery"], during["last_window"]["outcome"], resent.resent)
+        assert ("backed_up", accepted) == (item["last_window"]["outcome"], [item["last_delivery"]["timestamp"]])
+        assert 0 <= item["last_delivery"]["age_s"] < 60
+        assert [1.0] == list(per_installation(families, "resent_total").values())
+        assert 1 == len(per_installation(families, "last_delivery_age_seconds"))
+
+    def test_a_backed_up_last_window_without_a_recorded_delivery_has_no_known_delivery(self, tmp_path):
+        """A state file written before the run recorded its deliveries: the last window tells only while posted."""
         base, summary = fresh_tree(tmp_path, installations=1)
         write_state(directory_of(summary).path, State(last_window=last_window(outcome="backed_up")))
 
@@ -642,18 +704,65 @@ class TestPrometheus:
         assert "counter" == families["tix_processor_windows_total"]["type"]
         assert "gauge" == families["tix_processor_pending_report_files"]["type"]
 
+    def test_every_counter_of_the_json_is_a_prometheus_counter_with_the_same_value(self, tmp_path):
+        """The state file's counters as ``status --json`` shows them, one by one in the Prometheus output."""
+        base, summary = fresh_tree(tmp_path, installations=1)
+        counters = Counters(
+            posted=4, backed_up=3, resent=2, rejected=1, invalid_reports=6, discarded_gap=7, discarded_ip_change=8
+        )
+        counters = counters.plus_not_analysable("too_few_bins").plus_not_analysable("too_few_bins")
+        counters = counters.plus_not_analysable("repeated_failure")
+        write_state(directory_of(summary).path, State(last_window=last_window(), counters=counters))
+        tree = status.tree_status(base, now_s=NOW_S)
+        (item,) = tree.as_dict()["installations"]
+
+        families = parse_prometheus(status_output.render_prometheus(tree))
+
+        def samples(family: str) -> dict[str, float]:
+            return {
+                ",".join(value for name, value in sorted(key) if name not in ("user", "installation")): value
+                for key, value in families[f"tix_processor_{family}"]["samples"].items()
+            }
+
+        assert {
+            "posted": 4,
+            "backed_up": 3,
+            "resent": 2,
+            "rejected": 1,
+            "invalid_reports": 6,
+            "discarded_gap": 7,
+            "discarded_ip_change": 8,
+            "not_analysable": {"too_few_bins": 2, "repeated_failure": 1},
+        } == item["counters"]
+        assert {"posted": 4.0, "backed_up": 3.0, "not_analysable": 3.0} == samples("windows_total")
+        assert {"too_few_bins": 2.0, "repeated_failure": 1.0} == samples("not_analysable_windows_total")
+        assert {"": 2.0} == samples("resent_total")
+        assert {"": 1.0} == samples("rejected_total")
+        assert {"": 6.0} == samples("unusable_reports_moved_total")
+        assert {"gap": 7.0, "ip_change": 8.0} == samples("discarded_reports_total")
+
     def test_families_keep_their_names_types_and_order_without_created_samples(self, generated):
         """The names of the hand-written exposition stay, and a counter has no ``_created`` series added."""
         tree = status.tree_status(generated[0], now_s=time.time())
 
         families = parse_prometheus(status_output.render_prometheus(tree))
 
-        per_installation = [name for name, _ in status_output.INSTALLATION_GAUGES] + ["windows_total"]
+        gauges = [name for name, _ in status_output.INSTALLATION_GAUGES]
+        counters = [
+            "windows_total",
+            "not_analysable_windows_total",
+            "resent_total",
+            "rejected_total",
+            "unusable_reports_moved_total",
+            "discarded_reports_total",
+        ]
         totals = [f"tree_{key}" for key, _ in status_output.TREE_TOTALS] + ["tree_last_delivery_age_seconds"]
-        expected = [*per_installation, "installations", *totals, "status_duration_seconds"]
+        expected = [*gauges, *counters, "installations", *totals, "status_duration_seconds"]
         assert [f"tix_processor_{name}" for name in expected] == list(families)
-        assert "counter" == families["tix_processor_windows_total"]["type"]
-        assert {"gauge"} == {f["type"] for name, f in families.items() if name != "tix_processor_windows_total"}
+        assert {f"tix_processor_{name}" for name in counters} == {
+            name for name, family in families.items() if family["type"] == "counter"
+        }
+        assert {"gauge"} == {f["type"] for name, f in families.items() if not name.endswith("_total")}
         assert (
             "Windows recorded as done since the state file was created, by outcome."
             == (families["tix_processor_windows_total"]["help"])
@@ -699,6 +808,21 @@ class TestTable:
             assert [str(detail.user_id), str(detail.installation_id), "ready", str(len(detail.files))] == cells[:4]
         assert lines[-1].startswith("3 installations: 3 ready, 0 waiting, 0 blocked_young, 0 error;")
         assert "\x1b[" not in out  # not a terminal: no escape sequences
+
+    def test_help_explains_every_column_of_the_table(self, generated):
+        """``status --help`` names each column of the header, in order, each with its meaning on its own line."""
+        tree = status.tree_status(generated[0], now_s=time.time())
+        header = status_output.render_table(tree).splitlines()[0]
+
+        done = subprocess.run(
+            [sys.executable, "-m", "processor", "status", "--help"], capture_output=True, text=True, check=True
+        )
+
+        section = done.stdout.split("columns of the table:\n")[1].split("\n\n")[0]
+        explained = [m[1] for m in re.finditer(r"^  (\S+(?: \S+)?)  +\S", section, re.MULTILINE)]
+        assert re.split(r"  +", header.strip()) == explained
+        assert "WIN" in explained and "QUAR" in explained
+        assert all(len(line) <= 120 for line in section.splitlines())
 
     def test_a_terminal_gets_a_bold_header(self, generated):
         tree = status.tree_status(generated[0], now_s=time.time())
