@@ -22,6 +22,7 @@ from processor.atomic import atomic_write_bytes
 from processor.errors import InstallationBusy, LockLost
 from processor.installation.entries import usable_entry
 from processor.logs import event_logger
+from processor.reports.files import MAX_MTIME_AHEAD_S
 
 log = event_logger(__name__)
 
@@ -49,9 +50,6 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 #: Largest lease a lock may carry (``TIX_LOCK_LEASE_SECONDS`` at most), in seconds: an ``expires_at`` further
 #: ahead than this plus the skew is invalid (H5).
 MAX_LEASE_S = 600.0
-
-#: A modification time further ahead than this, in seconds, is no trustworthy age (H5, as for report files).
-MAX_MTIME_AHEAD_S = 60.0
 
 #: Pause between renewal retries after a failed renewal, in seconds (at most lease/3).
 RENEW_RETRY_S = 5.0

@@ -55,6 +55,7 @@ from processor.installation.window import (
     window_done,
 )
 from processor.logs import EventLogger, event_logger
+from processor.reports.files import MAX_MTIME_AHEAD_S
 from processor.reports.tree import is_canonical_id
 from processor.reports.windows import Window
 
@@ -295,7 +296,7 @@ class _Run:
             for entry in leftovers:
                 try:
                     info = entry.stat(follow_symlinks=False)
-                    if stat.S_ISDIR(info.st_mode) or now - info.st_mtime < LEFTOVER_AGE_S:
+                    if stat.S_ISDIR(info.st_mode) or -MAX_MTIME_AHEAD_S <= now - info.st_mtime < LEFTOVER_AGE_S:
                         continue
                     self.fence()
                     os.unlink(entry.path)

@@ -208,6 +208,17 @@ class TestStateAndLockFiles:
         assert 3 == len(api.accepted())
 
 
+def test_a_crash_leftover_dated_a_year_ahead_is_removed_as_old(rig, api):
+    """H5: a future mtime does not keep a ``.tix-tmp-*`` file young for a year."""
+    leftover = rig.installation("1") / ".tix-tmp-state-planted"
+    leftover.write_bytes(b"x")
+    age(leftover, time.time() + 365 * 86_400)
+
+    cycle = rig.process(api.port)
+
+    assert not leftover.exists(), cycle.stderr
+
+
 class TestFailedResultFiles:
     """Entries inside ``failed-results/`` that are not regular files, or too large to read (H1, H2)."""
 
