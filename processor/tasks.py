@@ -8,20 +8,29 @@ stops the process with ``configuration error: ...`` and exit status 2 (D14).
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import multiprocessing
 import os
 import sys
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.schedules import crontab
-from celery.signals import celeryd_after_setup, worker_init, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    celeryd_after_setup,
+    worker_init,
+    worker_process_init,
+    worker_shutting_down,
+)
 from celery.utils.log import get_task_logger
 
 from processor.config import MISSING_CREDENTIALS_WARNING, celery_settings, load_config_or_exit
 from processor.delivery import Delivery, open_delivery
 from processor.installation.cycle import fan_out
 from processor.installation.run import run_installation
-from processor.logs import EventLogger
+from processor.logs import EventLogger, event_logger
 from processor.preflight import check_environment
 from processor.reports.tree import InstallationDir
 
@@ -39,6 +48,13 @@ app.conf.beat_schedule = {
 }
 
 log = EventLogger(get_task_logger(__name__))
+#: For lines outside a task (worker start, pool child start): the task logger would prefix them with ``???[???]``.
+worker_log = event_logger("processor.worker")
+
+#: Set by the main process when the worker begins a warm or cold shutdown; the pool children, forked after this
+#: import, share it and stop their installation run between two windows (service spec §3.5). A raw shared byte
+#: takes no lock, so setting it from a signal handler cannot wait on a child killed while it read the flag.
+_shutting_down = multiprocessing.RawValue(ctypes.c_bool, False)
 
 #: This process's delivery resources: made after the fork in each pool child, or at the first use in a process
 #: where ``worker_process_init`` does not fire (the solo pool, a task called in the main process).
@@ -55,11 +71,33 @@ def _check_worker_environment(**_: object) -> None:
         sys.exit(2)
 
 
+@after_setup_logger.connect
+def _apply_log_level(**_: object) -> None:
+    """
+    The processor's own lines log at ``CELERY_LOG_LEVEL`` (default INFO, service spec §1, §8) whatever ``-l`` gave
+    Celery, so that a bare ``celery -A processor.tasks worker`` logs one line per window.
+    """
+    # processor.tasks too: get_task_logger() made celery.task its parent, so the "processor" level misses it.
+    for name in ("processor", __name__):
+        logging.getLogger(name).setLevel(CONFIG.log_level_number)
+
+
+@worker_shutting_down.connect
+def _request_stop(**_: object) -> None:
+    """A shutting-down worker's installation runs stop between two windows instead of using their whole budget."""
+    _shutting_down.value = True
+
+
+def stop_requested() -> bool:
+    """True once this worker began to shut down."""
+    return bool(_shutting_down.value)
+
+
 @celeryd_after_setup.connect
 def _warn_without_credentials(**_: object) -> None:
     """The missing-credentials warning, once per worker start (D11), once its logging is set up."""
     if not CONFIG.api_credentials_present:
-        log.warning(MISSING_CREDENTIALS_WARNING)
+        worker_log.warning(MISSING_CREDENTIALS_WARNING)
 
 
 @worker_process_init.connect
@@ -67,7 +105,7 @@ def _open_process_delivery(**_: object) -> None:
     """Each pool child makes its own HTTP session and AS resolver: none is shared across a fork."""
     global _delivery
     _delivery = open_delivery(CONFIG)
-    log.info("delivery opened", pid=os.getpid())
+    worker_log.info("delivery opened", pid=os.getpid())
 
 
 def process_delivery() -> Delivery:
@@ -118,6 +156,7 @@ def process_installation(installation_dir_path: str, user_id: str, installation_
         process_delivery(),
         path_hint=installation_dir_path,
         interrupts=(SoftTimeLimitExceeded,),
+        stop_requested=stop_requested,
     )
     counts = summary.counts
     log.info(

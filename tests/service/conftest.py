@@ -110,10 +110,16 @@ class Rig:
         concurrency: int = 2,
         ready: bool = True,
         options: tuple[str, ...] = (),
+        loglevel: str | None = "INFO",
         **env: str,
     ) -> WorkerProcess:
-        """Start ``celery -A processor.tasks worker -c <concurrency> -n <node>@%h <options>``; wait until ready."""
-        worker = start_worker(node, self.env(**env), self.work, concurrency=concurrency, options=options)
+        """
+        Start ``celery -A processor.tasks worker -c <concurrency> -n <node>@%h --loglevel=<loglevel> <options>``
+        (no ``--loglevel`` for None); wait until ready.
+        """
+        worker = start_worker(
+            node, self.env(**env), self.work, concurrency=concurrency, options=options, loglevel=loglevel
+        )
         self.workers.append(worker)
         if ready:
             worker.wait_ready()

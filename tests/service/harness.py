@@ -168,8 +168,13 @@ def worker_environment(vhost: str, base: Path, api_port: int, **overrides: str) 
     return env
 
 
-def celery_worker_command(node: str, *, concurrency: int = 2, options: Iterable[str] = ()) -> list[str]:
-    """``celery -A processor.tasks worker`` with a prefork pool, a node name, INFO logging and ``options``."""
+def celery_worker_command(
+    node: str, *, concurrency: int = 2, options: Iterable[str] = (), loglevel: str | None = "INFO"
+) -> list[str]:
+    """
+    ``celery -A processor.tasks worker`` with a prefork pool, a node name, ``--loglevel`` and ``options``;
+    ``loglevel=None`` leaves ``--loglevel`` out, as the README's bare command does.
+    """
     return [
         sys.executable,
         "-m",
@@ -180,7 +185,7 @@ def celery_worker_command(node: str, *, concurrency: int = 2, options: Iterable[
         "--pool=prefork",
         f"--concurrency={concurrency}",
         f"--hostname={node}@%h",
-        "--loglevel=INFO",
+        *([f"--loglevel={loglevel}"] if loglevel else []),
         "--without-mingle",
         "--without-gossip",
         *options,
@@ -240,14 +245,20 @@ class WorkerProcess:
 
 
 def start_worker(
-    node: str, env: Mapping[str, str], log_dir: Path, *, concurrency: int = 2, options: Iterable[str] = ()
+    node: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    concurrency: int = 2,
+    options: Iterable[str] = (),
+    loglevel: str | None = "INFO",
 ) -> WorkerProcess:
     """Start a worker in its own process group (so that a kill on timeout reaches its children too)."""
     log_path = log_dir / f"worker-{node}.log"
     handle = log_path.open("ab")
     try:
         process = subprocess.Popen(
-            celery_worker_command(node, concurrency=concurrency, options=options),
+            celery_worker_command(node, concurrency=concurrency, options=options, loglevel=loglevel),
             cwd=REPO,
             env=dict(env),
             stdin=subprocess.DEVNULL,
