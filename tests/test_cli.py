@@ -108,6 +108,19 @@ class TestProcess:
         } == printed[-1]["summary"]
         assert before == tree_snapshot(reports)
 
+    def test_dry_run_payloads_name_the_usage_estimator_right_after_the_version(self, reports):
+        """What an operator reads before switching: the payloads say which quantity fills the usage fields."""
+        default = processor("process", "--reports", str(reports), "--dry-run")
+        queueing = processor("process", "--reports", str(reports), "--dry-run", env={"TIX_USAGE_ESTIMATOR": "queueing"})
+
+        for done, estimator in ((default, "v2"), (queueing, "queueing")):
+            assert EXIT_OK == done.returncode, done.stderr
+            payload_lines = [line for line in done.stdout.splitlines() if '"payload"' in line]
+            assert 3 == len(payload_lines)
+            assert all(
+                f'"version": "1.0.0", "usageEstimator": "{estimator}", "upUsage": ' in line for line in payload_lines
+            )
+
     def test_without_credentials_it_is_a_dry_run(self, reports):
         before = tree_snapshot(reports)
 
