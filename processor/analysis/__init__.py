@@ -258,13 +258,7 @@ def analyse(observations: NDArray[np.void]) -> AnalysisResult:
     up_hurst, down_hurst = hurst_estimates_rows(np.stack((up[-length:], down[-length:])))
 
     minutes = quality_minutes(window_ts)
-    per_minute = minute_usages(
-        up,
-        down,
-        minutes,
-        up_order=window_usage.upstream.histogram.order,
-        down_order=window_usage.downstream.histogram.order,
-    )
+    per_minute = minute_usages(up, down, minutes)
     up_congested = congested_minutes(per_minute.upstream, up_hurst.effective)
     down_congested = congested_minutes(per_minute.downstream, down_hurst.effective)
 

@@ -64,14 +64,7 @@ def quality_minutes(ts_s: IntArray) -> Minutes:
     return Minutes(minute_s=minute[start], start=start, size=size[kept])
 
 
-def minute_usages(
-    up_ns: FloatArray,
-    down_ns: FloatArray,
-    minutes: Minutes,
-    *,
-    up_order: IntArray | None = None,
-    down_order: IntArray | None = None,
-) -> MinuteUsages:
+def minute_usages(up_ns: FloatArray, down_ns: FloatArray, minutes: Minutes) -> MinuteUsages:
     """
     Run the complete usage computation of §7.2 on every kept minute alone (§7.6 step 3).
 
@@ -84,9 +77,6 @@ def minute_usages(
         One-way times u and d of W's observations, nanoseconds, in D1 order.
     minutes : Minutes
         The kept minutes of W.
-    up_order, down_order : ndarray of int64, shape (n,), optional
-        Stable ascending sort permutations of ``up_ns`` and ``down_ns`` when the caller has them already (the
-        window histograms' ``order``); a stable sort of that order by minute then gives every minute sorted.
 
     Raises
     ------
@@ -94,20 +84,15 @@ def minute_usages(
         ``no_sample_above_mode`` when no sample of a minute exceeds that minute's mode.
     """
     count = minutes.size.size
-    # Minute label of each observation of W: 0 … count − 1 for the kept minutes, count for the others.
-    label = np.full(up_ns.size, count, dtype=np.uint16 if count < 2**16 - 1 else np.int64)
-    ends = np.cumsum(minutes.size)
-    kept_total = int(ends[-1])
-    label[np.arange(kept_total) + np.repeat(minutes.start - (ends - minutes.size), minutes.size)] = np.repeat(
-        np.arange(count, dtype=label.dtype), minutes.size
+    # Every minute is one run of W (D1 order): the segments are the up minutes, then the down minutes, each sorted.
+    ordered = np.concatenate(
+        [
+            np.sort(values[start : start + size], kind="stable")
+            for values in (up_ns, down_ns)
+            for start, size in zip(minutes.start.tolist(), minutes.size.tolist(), strict=True)
+        ]
     )
-    ordered = np.empty(2 * kept_total)
-    for half, (values, order) in enumerate(((up_ns, up_order), (down_ns, down_order))):
-        by_key = np.argsort(values, kind="stable") if order is None else order
-        # Stable by minute after stable by key: grouped by minute, sorted by key inside (a radix sort on uint16).
-        by_minute = by_key[np.argsort(label[by_key], kind="stable")[:kept_total]]
-        ordered[half * kept_total : (half + 1) * kept_total] = values[by_minute]
-    sizes = np.concatenate((minutes.size, minutes.size))  # segments: the up minutes, then the down minutes
+    sizes = np.concatenate((minutes.size, minutes.size))
     modes = sorted_segment_modes(ordered, sizes)
     starts = np.cumsum(sizes) - sizes
     over_threshold = np.add.reduceat(ordered > np.repeat(modes.threshold, sizes), starts, dtype=np.int64)

@@ -44,8 +44,7 @@ class TestQualityMinutes:
 
 
 class TestMinuteUsages:
-    @pytest.mark.parametrize("give_orders", [False, True])
-    def test_each_minute_gets_the_usage_of_its_own_set(self, give_orders):
+    def test_each_minute_gets_the_usage_of_its_own_set(self):
         """Every kept minute's usage equals §7.2 run on that minute alone (its own two histograms)."""
         rng = np.random.default_rng(17)
         ts = window_ts({0: 31, 1: 60, 2: 12, 3: 59, 4: 45, 5: 60})
@@ -53,11 +52,8 @@ class TestMinuteUsages:
         up = np.round(7e6 + rng.exponential(3e5, ts.size), -6) + rng.choice([0.0, 0.5], ts.size)
         down = 5e6 + rng.exponential(6e5, ts.size)
         minutes = quality_minutes(ts)
-        orders = {}
-        if give_orders:
-            orders = {"up_order": np.argsort(up, kind="stable"), "down_order": np.argsort(down, kind="stable")}
 
-        result = minute_usages(up, down, minutes, **orders)
+        result = minute_usages(up, down, minutes)
 
         expected = [
             set_usage(up[start : start + size], down[start : start + size])
