@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,17 +48,6 @@ def _after_previous(records: Observations) -> NDArray[np.bool_]:
     return later
 
 
-def _native_concatenation(parts: Sequence[Observations]) -> Observations:
-    """The records of ``parts`` one after the other, in :data:`OBSERVATION_DTYPE` (a new, writable array)."""
-    if sys.byteorder == "little" and all(part.dtype == WIRE_DTYPE and part.flags.c_contiguous for part in parts):
-        # The reports as decoded: the two dtypes have the same packed layout, so joining the bytes and swapping
-        # each field's bytes in place is the conversion. A structured concatenate with a cast costs five times
-        # more (one cast per field and part).
-        merged = np.frombuffer(bytearray(b"".join([part.data for part in parts])), dtype=WIRE_DTYPE)
-        return merged.byteswap(inplace=True).view(OBSERVATION_DTYPE)
-    return np.concatenate(parts, dtype=OBSERVATION_DTYPE, casting="equiv")  # byte order only
-
-
 def window_observations(parts: Sequence[Observations]) -> Observations:
     """
     Merge the records of a window's reports into the window's observations.
@@ -70,12 +58,9 @@ def window_observations(parts: Sequence[Observations]) -> Observations:
     """
     if not parts:
         return np.empty(0, dtype=OBSERVATION_DTYPE)
-    merged = _native_concatenation(parts)
-    ts = merged["ts"]
-    if (ts[1:] > ts[:-1]).all() or _after_previous(merged).all():
-        # The usual window: reports in time order without overlap, so the sort and the merge change nothing.
-        # Seconds alone decide most windows (one probe a second); only ties need the other fields.
-        return merged
+    merged = np.concatenate(parts, dtype=OBSERVATION_DTYPE, casting="equiv")  # byte order only
     merged = merged[np.lexsort([merged[field] for field in reversed(_SORT_KEYS)])]
     # Sorted, a record that does not come strictly after the one before it is equal to it: a duplicate.
-    return merged[np.concatenate(([True], _after_previous(merged)))]
+    kept = np.ones(merged.size, dtype=bool)
+    kept[1:] = _after_previous(merged)
+    return merged[kept]

@@ -56,6 +56,12 @@ def test_no_parts_give_an_empty_window():
     assert 0 == window_observations([]).size
 
 
+def test_empty_parts_give_an_empty_window():
+    merged = window_observations([np.empty(0, dtype=WIRE_DTYPE), np.empty(0, dtype=OBSERVATION_DTYPE)])
+
+    assert (0, OBSERVATION_DTYPE) == (merged.size, merged.dtype)
+
+
 def test_records_equal_but_for_one_timestamp_are_kept_apart():
     rng = np.random.default_rng(3)
     base = observations(np.full(50, 100), rng.integers(0, 1000, 50), np.zeros(50), np.zeros(50), np.zeros(50))
