@@ -64,7 +64,7 @@ def expected_windows(env: dict[str, str]) -> dict[tuple[str, str, int], str]:
     """Dry run of every installation in this process: (user, installation, result timestamp) → outcome."""
     from processor.config import Config
     from processor.installation.cycle import process_tree
-    from processor.installation.run import RunSummary
+    from processor.installation.summary import RunSummary
 
     expected: dict[tuple[str, str, int], str] = {}
 

@@ -69,7 +69,7 @@ def _process(args: argparse.Namespace) -> int:
 
     from processor.config import load_config_or_exit
     from processor.installation.cycle import process_tree
-    from processor.installation.run import RunSummary
+    from processor.installation.summary import RunSummary
     from processor.logs import event_logger
 
     config = load_config_or_exit()

@@ -184,27 +184,14 @@ def write_failed_result(
     fence: Callable[[], None] | None = None,
 ) -> StoredFailedResult:
     """
-    Back one result up in ``failed-results/``, atomically (§6.1, windows.md §9.1).
+    Back one result up in ``directory`` (the existing ``failed-results/``), atomically (§6.1, windows.md §9.1).
 
-    The name is ``failed-report-<timestamp>.json``. If it is taken by the same window's result nothing is written;
-    if it is taken by another content the result goes to ``failed-report-<timestamp>-<n>.json`` with the smallest
-    free n ≥ 1 (S6). A same-window file under a ``-<n>`` name met on the way is also recognised.
-
-    Parameters
-    ----------
-    directory : Path
-        The installation's ``failed-results/`` directory; it must exist.
-    results : mapping
-        The results dict of analysis.md §7.7, usage unclamped.
-    ip, asn, as_owner, usage_estimator
-        Client address, resolved AS and usage estimator, as in the payload (the estimator is kept for the re-send).
-    fence : callable, optional
-        Called immediately before the file is created; raises when the installation lock is lost.
-
-    Raises
-    ------
-    OSError
-        When the file cannot be written (disk full, I/O error); nothing is left behind.
+    ``results`` is analysis.md §7.7 (usage unclamped); ``ip``, ``asn``, ``as_owner`` and ``usage_estimator`` are
+    the payload's (the estimator is kept for the re-send). The name is ``failed-report-<timestamp>.json``: if it
+    holds the same window's result nothing is written; if another content, the result goes to
+    ``failed-report-<timestamp>-<n>.json`` with the smallest free n ≥ 1 (S6), a same-window file met on the way
+    being recognised too. ``fence`` is called right before the file is created. ``OSError`` when the file cannot
+    be written (disk full, I/O error); nothing is left behind.
     """
     directory = Path(directory)
     document = failed_result_document(results, ip=ip, asn=asn, as_owner=as_owner, usage_estimator=usage_estimator)
@@ -398,7 +385,7 @@ class ResendSummary:
     api_unusable: bool = False  #: a failure that concerns the API as a whole stopped the pass (S6)
     stopped_by_budget: bool = False  #: ``should_continue`` said stop
     failure: ApiError | None = None  #: the failure that stopped the pass
-    refused: tuple[Path, ...] = ()  #: kept after a 5xx of their own, the pass going on (H9 strikes if others pass)
+    refused: tuple[Path, ...] = ()  #: kept after a 5xx of their own, the pass going on (H9: struck if the API is up)
 
 
 def resend_failed_results(
@@ -412,37 +399,21 @@ def resend_failed_results(
     should_continue: Callable[[], bool] | None = None,
     on_resent: Callable[[int], None] | None = None,
     retry_until: float | None = None,
+    api_up: Callable[[], bool] | None = None,
 ) -> ResendSummary:
     """
-    Re-send the files of ``failed-results/``, oldest first (§6.2, D10, S6).
+    Re-send the files of ``failed-results/`` (``directory``), oldest first (§6.2, D10, S6).
 
-    For each file, while ``should_continue()`` is true: an unreadable or malformed file is moved to
-    ``rejected/``; otherwise its payload (usage clamped, under the file's own ``usageEstimator``) is POSTed,
-    resolving the AS first for files without ``asn``/``asOwner``. Success → the file is deleted; content rejected
-    (400, 409, 413, 422) → moved to ``rejected/``; any other failure → the file is kept and the pass stops with
-    ``api_unusable``, except a 5xx after a file that did not get one: that file is kept in ``refused`` and the
-    pass goes on, so that one result tix-api cannot take never blocks the ones after it (H9; two in a row: outage).
-    ``OSError`` when a file cannot be deleted or moved propagates (the run ends with an I/O error).
-
-    Parameters
-    ----------
-    directory : Path
-        The installation's ``failed-results/`` directory.
-    user_id, installation_id : str
-        The installation's ids, for the URL and the logs.
-    client : ApiClient
-        Without credentials nothing is sent and the summary reports ``api_unusable``.
-    resolver : Resolver, optional
-        For files written by the original; without it their AS fields are null.
-    fence : callable, optional
-        Called immediately before every side effect (POST attempt, deletion, move); it raises when the installation
-        lock is lost, and that exception propagates.
-    should_continue : callable, optional
-        Asked before each file; false stops the pass (the run's time budget, §3.5).
-    on_resent : callable, optional
-        Called with the result timestamp of each file tix-api accepted, right after its deletion.
-    retry_until : float, optional
-        ``time.monotonic()`` seconds after which no POST retry starts (the end of the run's budget, H3).
+    For each file, while ``should_continue()`` (the run's budget) is true: an unreadable or malformed file moves
+    to ``rejected/``; otherwise its payload (usage clamped, under the file's own ``usageEstimator``) is POSTed,
+    the AS resolved first by ``resolver`` for files without ``asn``/``asOwner``. Success → the file is deleted and
+    ``on_resent(timestamp)`` called; content rejected (400, 409, 413, 422) → moved to ``rejected/``; a 5xx → the
+    file is kept in ``refused`` and the pass goes on while ``api_up()`` says tix-api is up, or when the file
+    before did not get one (H9: a result tix-api cannot take never blocks the others; two in a row while the API
+    is not known up are an outage); any other failure → the file is kept and the pass stops with
+    ``api_unusable``, as it does at once without credentials. ``fence`` is called right before every side effect
+    (POST attempt, deletion, move) and its exception propagates, as does ``OSError`` when a file cannot be
+    deleted or moved. No POST retry starts after ``retry_until`` (``time.monotonic()`` seconds, H3).
     """
     files = list_failed_results(directory)
     if not files:
@@ -479,7 +450,8 @@ def resend_failed_results(
             run_log.warning("failed result rejected", file=item.path.name, reason=exc.reason, status=exc.status)
             continue
         except ApiError as exc:
-            if refused_by_server(exc) and not (refused and refused[-1] == files[index - 1].path):
+            after_refusal = bool(refused) and refused[-1] == files[index - 1].path
+            if refused_by_server(exc) and (not after_refusal or (api_up is not None and api_up())):
                 refused.append(item.path)
                 continue
             remaining = len(files) - index + len(refused)

@@ -2,10 +2,11 @@
 Strikes of a failed result that tix-api refuses with a 5xx while it accepts the others (reliability spec §6, H9).
 
 tix-api answers 500 for every POST of a result it cannot store (an IPv6 client, an IP its AS helper cannot
-resolve): without strikes such a result would be re-sent by every run for ever. A run that delivered something
-else gives each result refused in it one strike, counted in a sidecar ``failed-results/.strikes-<file name>``; at
-3 strikes, from 3 different runs, the result moves to ``failed-results/rejected/``, logged at ERROR with reason
-``refused_while_api_up``. A run in which nothing was delivered (an outage of the whole API) gives no strike.
+resolve): without strikes such a result would be re-sent by every run for ever. While tix-api is known up (the
+run delivered something, or the process's client got a 2xx within the last processing period), a run gives each
+result refused in it one strike, counted in a sidecar ``failed-results/.strikes-<file name>``; at 3 strikes, from
+3 different runs, the result moves to ``failed-results/rejected/``, logged at ERROR with reason
+``refused_while_api_up``. An outage of the whole API (no such 2xx) gives no strike.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def strikes_of(path: Path) -> int:
 
 def strike_refused(paths: Iterable[Path], *, fence: Callable[[], None], run_log: EventLogger) -> int:
     """
-    Give one strike to each failed result of ``paths`` (refused with a 5xx in a run that delivered others).
+    Give one strike to each failed result of ``paths`` (refused with a 5xx while tix-api is known up).
 
     A result reaching :data:`MAX_STRIKES` moves to ``rejected/`` (ERROR, reason ``refused_while_api_up``); the
     others keep their count in their sidecar (WARNING). ``fence`` is called before every change. Returns the number

@@ -147,6 +147,7 @@ class ApiClient:
         self.max_retry_after_s = max_retry_after_s
         self._sleep = sleep
         self.has_credentials = bool(user and password)
+        self.last_success_s: float | None = None  #: ``time.monotonic()`` of this client's last 2xx answer (H9)
         self.session = deadline_session()
         self.session.trust_env = False
         self.session.verify = ca_bundle or True
@@ -173,6 +174,10 @@ class ApiClient:
             **overrides,
         }
         return cls(api_base_url(ssl=config.api_ssl, host=config.api_host, port=config.api_port), **options)
+
+    def succeeded_within(self, period_s: float) -> bool:
+        """Whether a POST of this client got a 2xx answer in the last ``period_s`` seconds."""
+        return self.last_success_s is not None and time.monotonic() - self.last_success_s <= period_s
 
     def report_url(self, user_id: str, installation_id: str) -> str:
         """The POST URL of one installation."""
@@ -267,6 +272,7 @@ class ApiClient:
             log.info("tix-api post retry", url=url, reason=error.reason, attempt=attempt, **detail)
         elapsed_s = time.monotonic() - started
         if error is None and answer is not None:
+            self.last_success_s = time.monotonic()
             log.debug(
                 "tix-api post succeeded", url=url, status=answer.status, attempts=attempt, elapsed_s=round(elapsed_s, 3)
             )

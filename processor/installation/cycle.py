@@ -8,7 +8,8 @@ from pathlib import Path
 from processor.config import Config
 from processor.delivery import open_delivery
 from processor.installation.dry_run import dry_run_installation
-from processor.installation.run import RunSummary, run_installation
+from processor.installation.run import run_installation
+from processor.installation.summary import RunSummary
 from processor.logs import event_logger
 from processor.reports.tree import InstallationDir, installation_dirs
 

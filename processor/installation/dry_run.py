@@ -8,8 +8,9 @@ from collections import Counter
 from processor.config import Config
 from processor.delivery.ip_to_as import Resolver
 from processor.installation.budget import Budget
-from processor.installation.run import RunOutcome, RunSummary, checked_directory, io_error, log
+from processor.installation.run import io_error, log
 from processor.installation.state import read_state
+from processor.installation.summary import RunOutcome, RunSummary
 from processor.installation.window import (
     INVALID_REPORTS_DIR,
     WindowOutcome,
@@ -19,6 +20,7 @@ from processor.installation.window import (
     present,
     window_done,
 )
+from processor.reports.tree import checked_directory
 
 
 def dry_run_installation(config: Config, user_id: str, installation_id: str, resolver: Resolver) -> RunSummary:

@@ -5,7 +5,8 @@ Whoever may write into an installation directory can put a symbolic link, a FIFO
 keeps ``failed-results/``, ``failed-results/rejected/``, ``invalid-reports/``, ``.tix-processor-state`` or
 ``.tix-processor.lock``. Such an entry is never followed nor opened: it is renamed aside in its own directory as
 ``.<name>.unsafe-<unix seconds>`` (a rename does not follow a link), logged at ERROR, and the caller goes on as if
-the entry were missing, so that a fresh one is made.
+the entry were missing, so that a fresh one is made. Crash leftovers (temporary files, stale lock names) older
+than an hour are removed.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
+from processor.atomic import TEMP_PREFIX
 from processor.logs import EventLogger, event_logger
+from processor.reports.files import MAX_MTIME_AHEAD_S
 
 log = event_logger(__name__)
 
@@ -24,6 +28,12 @@ EntryKind = Literal["directory", "file"]
 
 #: Infix of the name an unsafe entry is renamed to: ``.<name>.unsafe-<unix seconds>``.
 UNSAFE_INFIX = ".unsafe-"
+
+#: Prefix of the transient name of an expired lock being taken over; the token of the taker follows.
+STALE_PREFIX = ".tix-processor.lock.stale-"
+
+#: Age after which temporary files and stale lock names left by a crash are removed, in seconds.
+LEFTOVER_AGE_S = 3600.0
 
 
 def unsafe_name(name: str, now_s: float) -> str:
@@ -74,3 +84,27 @@ def _kind_of(mode: int) -> str:
     if stat.S_ISREG(mode):
         return "file"
     return "device_or_socket"
+
+
+def remove_leftovers(directories: Iterable[Path], fence: Callable[[], None], run_log: EventLogger) -> None:
+    """
+    Remove the ``.tix-tmp-*`` and ``.tix-processor.lock.stale-*`` files of ``directories`` older than
+    :data:`LEFTOVER_AGE_S` or dated ahead (H5), each right after ``fence()``; ``OSError`` propagates.
+    """
+    now = time.time()
+    for directory in directories:
+        try:
+            with os.scandir(directory) as entries:
+                leftovers = [entry for entry in entries if entry.name.startswith((TEMP_PREFIX, STALE_PREFIX))]
+        except FileNotFoundError:
+            continue
+        for entry in leftovers:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode) or -MAX_MTIME_AHEAD_S <= now - info.st_mtime < LEFTOVER_AGE_S:
+                    continue
+                fence()
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            run_log.info("crash leftover removed", name=entry.name)

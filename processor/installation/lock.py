@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from processor.atomic import atomic_write_bytes
 from processor.errors import InstallationBusy, LockLost
-from processor.installation.entries import usable_entry
+from processor.installation.entries import STALE_PREFIX, usable_entry
 from processor.logs import event_logger
 from processor.reports.files import MAX_MTIME_AHEAD_S
 
@@ -28,9 +29,6 @@ log = event_logger(__name__)
 
 #: Name of the lock file inside an installation directory (change D8).
 LOCK_NAME = ".tix-processor.lock"
-
-#: Prefix of the transient name of an expired lock being taken over; the token of the taker follows.
-STALE_PREFIX = ".tix-processor.lock.stale-"
 
 #: Default lease, in seconds (``TIX_LOCK_LEASE_SECONDS``).
 DEFAULT_LEASE_S = 120.0
@@ -66,15 +64,7 @@ class Holder:
     expires_at: float  #: Unix seconds
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "host": self.host,
-                "pid": self.pid,
-                "token": self.token,
-                "acquired_at": self.acquired_at,
-                "expires_at": self.expires_at,
-            }
-        ).encode("utf-8")
+        return json.dumps(dataclasses.asdict(self)).encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes) -> Holder | None:
@@ -230,9 +220,9 @@ def _read_bytes(path: Path) -> bytes | None:
 
 class _Renewals:
     """
-    The renewal thread of this process: it renews every lock the process holds, each every lease/3 (retrying
-    sooner after a failure), until the lock is released or lost. One thread per process, started at its first
-    lock (a process made by fork starts its own), because a thread started and joined per task cost ~0.2 ms.
+    The renewal thread of this process: it renews every lock the process holds, each every lease/3 (sooner after
+    a failure), until released or lost. One per process, started at its first lock (a forked process starts its
+    own): a thread started and joined per task cost ~0.2 ms.
     """
 
     def __init__(self) -> None:
@@ -275,26 +265,14 @@ _RENEWALS = _Renewals()
 
 class LeaseLock:
     """
-    Lease lock of one installation directory (windows spec §8).
+    Lease lock of one installation ``directory`` (windows spec §8), of ``lease_s`` seconds renewed every third.
 
     Use as a context manager: entering acquires (raising :class:`InstallationBusy` when another live holder
-    has it) and hands the lock to the process's renewal thread; leaving takes it back, so that no renewal can
-    happen any more, and deletes the lock file only if it still carries this lock's token. Call :meth:`fence`
-    immediately before every side effect on the installation.
-
-    Parameters
-    ----------
-    directory : Path
-        The installation directory.
-    lease_s : float
-        Lease in seconds (``TIX_LOCK_LEASE_SECONDS``, default 120); renewed every ``lease_s / 3``.
-    host : str, optional
-        This machine's host name (default ``socket.gethostname()``); tests pass another to play a remote holder.
-    renew : bool
-        Renew the lock while it is held (default True), by the process's renewal thread, as the spec asks: an
-        analysis or a POST with its retries may outlast a fence-free stretch of the lease.
-    clock : callable
-        Wall clock, Unix seconds (lock times are compared across machines, so never a monotonic clock).
+    has it) and hands the lock to the process's renewal thread (unless ``renew`` is false); leaving takes it
+    back, so that no renewal can happen any more, and deletes the lock file only if it still carries this lock's
+    token. Call :meth:`fence` immediately before every side effect on the installation. ``host`` defaults to
+    ``socket.gethostname()`` (tests play a remote holder); ``clock`` is a wall clock in Unix seconds, never a
+    monotonic one: lock times are compared across machines.
     """
 
     def __init__(

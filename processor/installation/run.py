@@ -9,29 +9,28 @@ happens in the order of the lines below, and :func:`run_installation` reads as t
 from __future__ import annotations
 
 import os
-import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from processor.atomic import TEMP_PREFIX
 from processor.config import Config, UsageEstimator
 from processor.delivery import Delivery
 from processor.delivery.failed_results import (
     FAILED_RESULTS_DIR,
     REJECTED_DIR,
     ensure_failed_results_dir,
+    refused_by_server,
     resend_failed_results,
     write_failed_result,
 )
 from processor.delivery.strikes import strike_refused
 from processor.errors import ApiError, ApiUnavailable, InstallationBusy, LockLost
 from processor.installation.budget import Budget
-from processor.installation.entries import usable_entry
-from processor.installation.lock import STALE_PREFIX, LeaseLock
+from processor.installation.entries import remove_leftovers, usable_entry
+from processor.installation.lock import LeaseLock
 from processor.installation.state import (
     STATE_NAME,
     Attempt,
@@ -41,6 +40,7 @@ from processor.installation.state import (
     read_state,
     write_state,
 )
+from processor.installation.summary import RunOutcome, RunSummary
 from processor.installation.window import (
     INVALID_REPORTS_DIR,
     MAX_WINDOW_ATTEMPTS,
@@ -55,54 +55,10 @@ from processor.installation.window import (
     window_done,
 )
 from processor.logs import EventLogger, event_logger
-from processor.reports.files import MAX_MTIME_AHEAD_S
-from processor.reports.tree import is_canonical_id
+from processor.reports.tree import checked_directory
 from processor.reports.windows import Window
 
 log = event_logger(__name__)
-
-#: Age after which temporary files and stale lock names left by a crash are removed, in seconds.
-LEFTOVER_AGE_S = 3600.0
-
-#: ``failed``: an unexpected exception, recorded by the one-shot cycle that went on (H7).
-RunOutcome = Literal["done", "busy", "invalid", "lock_lost", "io_error", "write_failed", "interrupted", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """The outcome of a run; ``outcome`` is ``done`` when the run ended normally."""
-
-    user_id: str
-    installation_id: str
-    outcome: RunOutcome
-    windows: tuple[WindowRecord, ...] = ()
-    resent: int = 0
-    rejected: int = 0
-    invalid_reports: int = 0
-    discarded_gap: int = 0
-    discarded_ip_change: int = 0
-    recovered: int = 0  #: files of an interrupted disposal finished by the recovery
-    budget_exhausted: bool = False
-    dry_run: bool = False
-    detail: str = ""
-    api_failed: bool = False  #: tix-api became unusable during the run: results stay in failed-results (H8)
-
-    @classmethod
-    def of(
-        cls, user_id: str, installation_id: str, outcome: RunOutcome, windows: list[WindowRecord],
-        counts: Counter[str], budget: Budget, *, dry_run: bool = False, detail: str = "", api_failed: bool = False,
-    ) -> RunSummary:  # fmt: skip
-        """The summary of a run that counted ``resent``, ``rejected``, ``invalid_reports``, … in ``counts``."""
-        return cls(
-            user_id, installation_id, outcome, tuple(windows), counts["resent"], counts["rejected"],
-            counts["invalid_reports"], counts["discarded_gap"], counts["discarded_ip_change"], counts["recovered"],
-            budget.exhausted, dry_run, detail, api_failed,
-        )  # fmt: skip
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Windows per outcome, e.g. ``{"posted": 3, "not_analysable": 1}``."""
-        return dict(Counter(window.outcome for window in self.windows))
 
 
 class _Stop(Exception):
@@ -112,35 +68,6 @@ class _Stop(Exception):
         super().__init__(detail)
         self.outcome: RunOutcome = outcome
         self.detail = detail
-
-
-def checked_directory(
-    base: Path, user_id: str, installation_id: str, path_hint: str | Path | None, run_log: EventLogger
-) -> Path | None:
-    """
-    ``<base>/<user_id>/<installation_id>`` when both ids are canonical decimals and both levels are real
-    directories (no link followed below ``base``), else None, logged (service spec §3.4 step 1). ``path_hint``,
-    the message's path, is only compared with it.
-    """
-    directory = Path(base) / user_id / installation_id
-    if not (
-        is_canonical_id(user_id)
-        and is_canonical_id(installation_id)
-        and _is_real_directory(directory.parent)
-        and _is_real_directory(directory)
-    ):
-        run_log.warning("installation skipped, not a valid directory", base=base)
-        return None
-    if path_hint is not None and Path(path_hint) != directory:
-        run_log.warning("installation path differs from the computed one", given=path_hint, used=directory)
-    return directory
-
-
-def _is_real_directory(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -240,6 +167,7 @@ class _Run:
         self.log = run_log
         self.budget = Budget(config.task_budget_s, run_log, stop_requested)
         self.api_usable = delivery.api.has_credentials
+        self.period_s = config.processing_period_s
         self.state = self.written = State()
         #: The attempt before and after this run started the current window, until the window is recorded.
         self.increment: tuple[Attempt | None, Attempt | None] | None = None
@@ -283,28 +211,11 @@ class _Run:
         self.counts["recovered"] += len(remaining)
 
     def remove_leftovers(self) -> None:
-        """Remove ``.tix-tmp-*`` and ``.tix-processor.lock.stale-*`` files older than one hour (crash leftovers)."""
-        now = time.time()
-        for directory in (self.directory, self.directory / FAILED_RESULTS_DIR):
-            try:
-                with os.scandir(directory) as entries:
-                    leftovers = [entry for entry in entries if entry.name.startswith((TEMP_PREFIX, STALE_PREFIX))]
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise io_error(self.log, "listing leftovers", exc) from None
-            for entry in leftovers:
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                    if stat.S_ISDIR(info.st_mode) or -MAX_MTIME_AHEAD_S <= now - info.st_mtime < LEFTOVER_AGE_S:
-                        continue
-                    self.fence()
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    raise io_error(self.log, "removing leftovers", exc) from None
-                self.log.info("crash leftover removed", name=entry.name)
+        """Remove the temporary files and stale lock names a crash left over an hour ago."""
+        try:
+            remove_leftovers((self.directory, self.directory / FAILED_RESULTS_DIR), self.fence, self.log)
+        except OSError as exc:
+            raise io_error(self.log, "removing leftovers", exc) from None
 
     def ensure_failed_results_dir(self) -> None:
         """Create ``failed-results/`` (0750) if missing [Original: on every run]."""
@@ -331,6 +242,7 @@ class _Run:
                 should_continue=lambda: not self.budget.used(),
                 on_resent=self.resent,
                 retry_until=self.budget.started + self.budget.budget_s,
+                api_up=self.api_up,
             )
         except OSError as exc:
             raise io_error(self.log, "re-sending failed results", exc) from None
@@ -344,10 +256,17 @@ class _Run:
         """A re-sent result is a delivery too (``status``'s last delivery); written with the next state write."""
         self.state = self.state.delivered(timestamp)
 
+    def api_up(self) -> bool:
+        """
+        H9: tix-api is known up when this run delivered something or this process's client had a 2xx within the
+        last processing period; a 5xx is then the refusal of one result, not an outage.
+        """
+        return self.delivered or self.api.succeeded_within(self.period_s)
+
     def strike_refused(self) -> None:
-        """H9: the results refused alone while this run delivered others get a strike; at 3 they are retired."""
-        if not (self.refused and self.delivered):
-            return  # nothing delivered: an outage of the whole API, no strike
+        """H9: the results refused while tix-api is known up get a strike; at 3 they are retired."""
+        if not (self.refused and self.api_up()):
+            return  # no success in this run nor in the last period: an outage of the whole API, no strike
         try:
             self.count("rejected", strike_refused(self.refused, fence=self.fence, run_log=self.log))
         except OSError as exc:
@@ -420,8 +339,9 @@ class _Run:
                     retry_until=self.budget.started + self.budget.budget_s,  # H3: budget plus one attempt at most
                 )
             except ApiError as exc:
-                if isinstance(exc, ApiUnavailable):
-                    self.api_usable = False  # S6: further windows of this run go straight to failed-results
+                # S6: further windows go straight to failed-results, unless a 5xx refused this result alone (H9).
+                if isinstance(exc, ApiUnavailable) and not (refused_by_server(exc) and self.api_up()):
+                    self.api_usable = False
             else:
                 self.delivered = True
                 return "posted", answer.status

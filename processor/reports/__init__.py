@@ -1,5 +1,5 @@
 """
-The shell around the analysis: report files, window selection, installation state, lock and the run loop.
+The service's input: the reports tree, report files, their records and the selection of windows.
 
 The package also carries the original tix-time-processor's report API (``Report``, ``ReportHandler``, …), from
 :mod:`processor.compat.reports`.

@@ -84,3 +84,32 @@ def installation_dirs(base: Path) -> Iterator[InstallationDir]:
             continue
         for installation, path in installations:
             yield InstallationDir(user, installation, path)
+
+
+def checked_directory(
+    base: Path, user_id: str, installation_id: str, path_hint: str | Path | None, run_log: EventLogger
+) -> Path | None:
+    """
+    ``<base>/<user_id>/<installation_id>`` when both ids are canonical decimals and both levels are real
+    directories (no link followed below ``base``), else None, logged (service spec §3.4 step 1). ``path_hint``,
+    the message's path, is only compared with it.
+    """
+    directory = Path(base) / user_id / installation_id
+    if not (
+        is_canonical_id(user_id)
+        and is_canonical_id(installation_id)
+        and _is_real_directory(directory.parent)
+        and _is_real_directory(directory)
+    ):
+        run_log.warning("installation skipped, not a valid directory", base=base)
+        return None
+    if path_hint is not None and Path(path_hint) != directory:
+        run_log.warning("installation path differs from the computed one", given=path_hint, used=directory)
+    return directory
+
+
+def _is_real_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -553,6 +553,27 @@ class TestResend:
         assert [path.name for path in summary.refused] == ["failed-report-100.json"]
         assert names(failed_dir) == ["failed-report-100.json"]
 
+    @pytest.mark.parametrize(
+        ("api_up", "tried", "refused"), [(True, [100, 200, 300], [100, 200, 300]), (False, [100, 200], [100])]
+    )
+    def test_while_tix_api_is_known_up_every_5xx_refuses_one_result_and_the_pass_goes_on(
+        self, failed_dir, fake_api, api_up, tried, refused
+    ):
+        """
+        H9, an IPv6 client: tix-api answers 500 to every POST of the installation while it serves others. Not known
+        up, a second 5xx in a row is an outage and stops the pass.
+        """
+        for timestamp in (100, 200, 300):
+            write_failed_result(failed_dir, results(timestamp), ip="2001:db8::45", asn=None, as_owner=None)
+        fake_api.set_behaviour(status=500, installation="23/41")
+
+        summary = resend(failed_dir, client_for(fake_api), api_up=lambda: api_up)
+
+        assert tried == sorted({r["json"]["timestamp"] for r in fake_api.records()})
+        assert (summary.remaining, summary.api_unusable) == (3, not api_up)
+        assert [path.name for path in summary.refused] == [f"failed-report-{t}.json" for t in refused]
+        assert names(failed_dir) == [f"failed-report-{t}.json" for t in (100, 200, 300)]
+
     def test_budget_stops_before_the_next_file(self, failed_dir, fake_api):
         for timestamp in (100, 200, 300):
             write_failed_result(failed_dir, results(timestamp), ip="200.40.1.2", asn=None, as_owner=None)

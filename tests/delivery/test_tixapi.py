@@ -196,6 +196,22 @@ class TestSuccess:
 
         assert calls == [0]
 
+    def test_the_client_remembers_when_tix_api_last_accepted_a_post(self, fake_api, sleep):
+        """H9: a 2xx within the last processing period shows the API up to every run of the process."""
+        client = client_for(fake_api, sleep)
+        fake_api.set_behaviour(status=500, installation="23/41")
+        with pytest.raises(ApiUnavailable):
+            client.post("23", "41", payload())
+        refused_only = client.succeeded_within(600.0)
+
+        before = time.monotonic()
+        client.post("23", "42", payload())
+
+        assert (False, True) == (refused_only, client.succeeded_within(600.0))
+        assert client.last_success_s is not None and before <= client.last_success_s <= time.monotonic()
+        time.sleep(0.02)
+        assert not client.succeeded_within(0.01)  # longer ago than the period
+
 
 class TestFailures:
     def test_wrong_credentials_are_rejected_once_with_an_error_log_and_no_secret(self, fake_api, sleep, caplog):

@@ -202,8 +202,8 @@ def age(path: Path, mtime_s: float = OLD_S) -> Path:
     return path
 
 
-def failed_result(timestamp: int) -> str:
-    """A failed-results file's content as service spec §6.1 writes it, for result ``timestamp``."""
+def failed_result(timestamp: int, ip: str = "203.0.113.45") -> str:
+    """A failed-results file's content as service spec §6.1 writes it, for result ``timestamp`` of client ``ip``."""
     direction = {"usage": 0.25, "quality": 1.0, "hurst": {"wavelet": 0.6, "rs": 0.7}}
     results = {"timestamp": timestamp, "upstream": direction, "downstream": direction}
-    return json.dumps({"results": results, "ip": "203.0.113.45", "asn": None, "asOwner": None})
+    return json.dumps({"results": results, "ip": ip, "asn": None, "asOwner": None})

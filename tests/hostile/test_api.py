@@ -2,16 +2,20 @@
 Hostile answers at the tix-api address, through real one-shot cycles (reliability spec §6: H3, H9; service spec §5.3).
 
 The server is :class:`tests.hostile.servers.HostileApi`, on plain sockets, so it can trickle even the status line
-and the headers. ``TIX_API_TIMEOUT`` is 2 s in every cycle.
+and the headers, or the fake tix-api of :mod:`tests.fake_api` where one installation's POSTs fail.
+``TIX_API_TIMEOUT`` is 2 s in every cycle.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import pytest
 
+from processor.cli import EXIT_BACKED_UP, EXIT_OK
+from processor.delivery.strikes import strikes_of
 from processor.delivery.tixapi import ApiClient
 from processor.errors import ApiUnavailable
 from tests.hostile.rig import failed_result
@@ -28,10 +32,10 @@ FORGED = "\n2031-01-01 00:00:00,000 ERROR processor: lock lost user=9 installati
 
 
 def backed_up(rig) -> dict[str, int]:
-    """Failed-results files per installation."""
+    """Failed-results files per installation (not their strikes sidecars, not ``rejected/``)."""
     return {
-        f"{user}/{installation}": len(list((rig.installation(user, installation) / "failed-results").glob("*.json")))
-        for user, installation in (("1", "1"), ("2", "2"), ("3", "3"))
+        f"{user}/{user}": len(list((rig.installation(user) / "failed-results").glob("failed-report-*.json")))
+        for user in ("1", "2", "3")
     }
 
 
@@ -127,15 +131,59 @@ class TestResultRefusedWhileTheApiIsUp:
         assert ["refused_while_api_up"] == [line.fields.get("reason") for line in errors]
         assert {self.POISON + 1, self.POISON + 2, self.POISON + 3} <= {r.json["timestamp"] for r in api.stored()}
 
-    def test_an_outage_of_the_whole_api_adds_no_strike(self, rig):
-        self.plant(rig, self.POISON)
-        with HostileApi(lambda request: Answer(503, b"down for maintenance")) as api:
-            for run in range(3):
-                self.plant(rig, self.POISON + 1 + run)
-                rig.process(api.port)
-        with HostileApi(self.refuse_poison) as api:
-            self.plant(rig, self.POISON + 10)
-            rig.process(api.port)
 
-        assert "failed-results" == self.poison_where(rig)  # one strike only, from the last run
-        assert 7 == len(api.stored())  # 4 planted + the 3 windows backed up during the outage
+class TestAnInstallationWhosePostsAllFail:
+    """
+    H9 as tix-api fails for real: an IPv6 client, or an IP its AS helper cannot resolve, gets a 500 on every POST
+    of its installation while the others are served. Its own runs never deliver anything; a 2xx of the same process
+    within the last processing period (an installation served before it in the cycle) shows tix-api up.
+    """
+
+    NEW = 1_600_000_000  #: result timestamps of the windows backed up in later cycles are NEW + cycle
+
+    def plant(self, rig, user: str, timestamp: int, ip: str = "203.0.113.45") -> None:
+        """The backed-up result of a new window of ``<user>/<user>``."""
+        results = rig.installation(user) / "failed-results"
+        results.mkdir(mode=0o750, exist_ok=True)
+        (results / f"failed-report-{timestamp}.json").write_text(failed_result(timestamp, ip))
+
+    def test_its_failed_results_stay_bounded_and_end_in_rejected_with_the_reason(self, rig, api):
+        """Every run backed one more result up and re-sent them all: failed-results/ grew without bound."""
+        api.set_behaviour(status=500, installation="2/2")
+        held, errors = [], []
+        for cycle_number in range(5):
+            for user in ("1", "2", "3") if cycle_number else ():
+                self.plant(rig, user, self.NEW + cycle_number, "2001:db8::45" if user == "2" else "203.0.113.45")
+            cycle = rig.process(api.port)
+            assert EXIT_BACKED_UP == cycle.returncode, cycle.stderr
+            held.append(backed_up(rig)["2/2"])
+            errors += [line for line in cycle.log() if line.level == "ERROR"]
+
+        directory = rig.installation("2") / "failed-results"
+        assert [1, 2, 3, 2, 2] == held  # the first window's result, then one more per cycle, each out after 3 strikes
+        assert 3 == len(list((directory / "rejected").glob("failed-report-*.json")))
+        assert ["refused_while_api_up"] * 3 == [line.fields["reason"] for line in errors]
+        assert [2, 1] == [strikes_of(path) for path in sorted(directory.glob("failed-report-*.json"))]
+        accepted = sorted((r["user_id"], r["json"]["timestamp"]) for r in api.accepted())
+        assert 2 * 5 == len(accepted) and {"1", "3"} == {user for user, _ in accepted}  # the others lose nothing
+
+    def test_an_outage_of_the_whole_api_over_five_cycles_adds_no_strike_and_loses_nothing(self, rig, api):
+        """The same 500 for everyone: no 2xx in the run nor in the period, so it is no refusal of one result."""
+        for user in ("2", "3"):
+            shutil.rmtree(rig.base / user)  # one installation: each failed POST costs 3 attempts and 3 s of waits
+        api.set_behaviour(status=500)
+        for cycle_number in range(5):
+            if cycle_number:
+                self.plant(rig, "1", self.NEW + cycle_number)
+            cycle = rig.process(api.port)
+            assert EXIT_BACKED_UP == cycle.returncode, cycle.stderr
+        directory = rig.installation("1") / "failed-results"
+        kept = sorted(path.name for path in directory.iterdir())
+        api.set_behaviour(None)
+        back = rig.process(api.port)
+
+        assert 5 == len(kept) and all(name.startswith("failed-report-") for name in kept), kept  # no strike, none out
+        assert EXIT_OK == back.returncode, back.stderr
+        posted = {r["json"]["timestamp"] for r in api.accepted()}
+        assert 5 == len(posted) and {self.NEW + k for k in range(1, 5)} <= posted
+        assert [] == list(directory.iterdir())

@@ -17,7 +17,8 @@ import pytest
 
 from processor.errors import InstallationBusy, LockLost
 from processor.installation import lock as lock_module
-from processor.installation.lock import LOCK_NAME, STALE_PREFIX, Holder, LeaseLock, LockState
+from processor.installation.entries import STALE_PREFIX
+from processor.installation.lock import LOCK_NAME, Holder, LeaseLock, LockState
 
 REPO = Path(__file__).resolve().parents[2]
 

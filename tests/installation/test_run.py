@@ -303,6 +303,32 @@ class TestApiFailures:
         assert names(28, 40) == tree.reports()
         assert 3 == tree.state().counters.backed_up
 
+    def test_results_tix_api_refuses_while_it_serves_others_are_retired_after_three_runs(self, tree, api, caplog):
+        """
+        H9, an IPv6 client: every POST of 7/12 gets a 500, but the process's client had a 2xx for another
+        installation within the last period. Each window is tried and backed up; each later run strikes every one
+        of them, and the third strike retires them to rejected/ (failed-results/ no longer grows without bound).
+        """
+        tree.add(1, 40)
+        api.set_behaviour(status=500, installation=f"{USER}/{INSTALLATION}")
+        shared = delivery(api)
+        shared.api.post("8", "13", {"timestamp": T1})  # another installation of this process, served
+        summaries, held = [], []
+        with caplog.at_level(logging.ERROR), mock.patch.object(window_module, "analyse", FakeAnalysis()):
+            for _ in range(4):
+                summaries.append(run_installation(config(tree), USER, INSTALLATION, shared))
+                held.append(len(tree.failed()))
+
+        backed_up = [f"failed-report-{T1 + 60 * k - 1}.json" for k in (19, 28, 37)]
+        mine = [r for r in api.records() if (r["user_id"], r["installation_id"]) == (USER, INSTALLATION)]
+        assert {"backed_up": 3} == summaries[0].counts
+        assert 4 * 3 * 3 == len(mine)  # every window, then every re-send, 3 attempts each: the API stays usable
+        assert ([3, 3, 3, 0], [0, 0, 0, 3]) == (held, [summary.rejected for summary in summaries])
+        assert [False, True, True, True] == [summary.api_failed for summary in summaries]  # first: windows backed up
+        assert [] == tree.failed()
+        assert backed_up == sorted(os.listdir(tree.directory / "failed-results" / "rejected"))
+        assert ["refused_while_api_up"] * 3 == [fields["reason"] for fields in events(caplog, "failed result rejected")]
+
     def test_backed_up_results_are_resent_exactly_once_when_the_api_is_back(self, tree, api):
         tree.add(1, 40)
         api.set_behaviour(status=503)
