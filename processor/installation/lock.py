@@ -292,6 +292,8 @@ class LeaseLock:
         self.host = host if host is not None else socket.gethostname()
         self.token = ""
         self.expires_at = 0.0
+        self._written: Holder | None = None  #: what this lock last wrote to its file, and its bytes
+        self._content = b""
         self._renew = renew
         self._clock = clock
         self._held = False
@@ -335,7 +337,8 @@ class LeaseLock:
             return False
         now = self._clock()
         self.expires_at = now + self.lease_s
-        content = Holder(self.host, os.getpid(), self.token, now, self.expires_at).to_json()
+        self._written = Holder(self.host, os.getpid(), self.token, now, self.expires_at)
+        content = self._content = self._written.to_json()
         try:
             os.fchmod(fd, 0o640)
             view = memoryview(content)
@@ -410,7 +413,8 @@ class LeaseLock:
                     return False
                 now = self._clock()
                 holder = Holder(self.host, os.getpid(), self.token, current.acquired_at, now + self.lease_s)
-                atomic_write_bytes(self.path, holder.to_json(), purpose="lock", mode=0o640)
+                self._written, self._content = holder, holder.to_json()
+                atomic_write_bytes(self.path, self._content, purpose="lock", mode=0o640)
                 self.expires_at = holder.expires_at
                 return True
             except OSError as exc:
@@ -433,7 +437,8 @@ class LeaseLock:
             except OSError as exc:
                 self._mark_lost(f"lock file unreadable: {exc.strerror or exc}")
             else:
-                current = Holder.from_json(seen) if seen is not None else None
+                # The bytes this lock wrote last need no parsing (a fence comes before every effect, ~14 a window).
+                current = self._written if seen == self._content else Holder.from_json(seen) if seen else None
                 if seen is None:
                     self._mark_lost("lock file gone")
                 elif current is None or current.token != self.token:
